@@ -1,0 +1,33 @@
+"""``gcln``: the command-line entry point. Each subcommand lives beside the code it drives."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module that defines add_parser(subparsers); imported lazily so
+# `gcln --help` stays fast and one broken subcommand cannot break the others.
+SUBCOMMANDS = {
+    "train-classifier": "gcln_fast.training.classifier_cli",
+    "eval": "gcln_fast.evaluation.cli",
+    "train": "gcln_fast.gcln.cli",
+    "demo": "gcln_fast.gcln.demo",
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="gcln", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in SUBCOMMANDS.items():
+        try:
+            importlib.import_module(module).add_parser(sub, name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

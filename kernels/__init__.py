@@ -1,0 +1,1 @@
+"""Triton kernels of gcln_fast, installed as ``gcln_fast.kernels``."""
