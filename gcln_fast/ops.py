@@ -34,13 +34,20 @@ def _has_kernel(op: str, key: str) -> bool:
     return _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
 
 
+_TRITON = []
+
+
 def _triton_module():
-    """The Triton kernels module, or None where Triton cannot run here."""
-    try:
-        from .kernels import qnt_triton
-    except ImportError:
-        return None
-    return qnt_triton
+    """The Triton kernels module (its ops with autograd registered), or None where Triton cannot run here."""
+    if not _TRITON:
+        try:
+            from .kernels import qnt_triton
+        except ImportError:
+            qnt_triton = None
+        else:
+            _register_autograd("gcln_fast::qnt_triton", qnt_triton.qnt_grad_q_triton)
+        _TRITON.append(qnt_triton)
+    return _TRITON[0]
 
 
 def _triton_runs_on(device: torch.device) -> bool:
