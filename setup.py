@@ -49,14 +49,14 @@ def _want_cuda() -> bool:
 
 
 def _extension():
-    cxx = ["-O3", "-std=c++17", "-fopenmp", *_cpu_isa_flags()]
+    cxx = ["-O3", "-std=c++20", "-fopenmp", *_cpu_isa_flags()]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [os.path.join(HERE, "csrc")]
     if _want_cuda():
         if not torch.cuda.is_available() and "TORCH_CUDA_ARCH_LIST" not in os.environ:
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
-        nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+        nvcc = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo"]
         return CUDAExtension(
             "gcln_fast._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx, "nvcc": nvcc}
         )

@@ -36,6 +36,7 @@ template <typename T>
 struct BlockArith {
   static GCLN_HD T splat(float c) { return T(c); }
   static GCLN_HD T madd(T a, T b, T c) { return a * b + c; }
+  static GCLN_HD T msub(T a, T b, T c) { return a * b - c; }
   // Round half to even, as torch.round: rintf under the default rounding mode.
   static GCLN_HD T round(T x) { return ::rintf(x); }
 };
@@ -54,11 +55,11 @@ GCLN_HD void fdct8(T v[8]) {
   v[0] = (e0 + e1) * c4;
   v[4] = (e0 - e1) * c4;
   v[2] = A::madd(e2, c2, e3 * c6);
-  v[6] = A::madd(e2, c6, T(0) - e3 * c2);
+  v[6] = A::msub(e2, c6, e3 * c2);
   v[1] = A::madd(d0, c1, A::madd(d1, c3, A::madd(d2, c5, d3 * c7)));
-  v[3] = A::madd(d0, c3, T(0) - A::madd(d1, c7, A::madd(d2, c1, d3 * c5)));
-  v[5] = A::madd(d0, c5, A::madd(d2, c7, A::madd(d3, c3, T(0) - d1 * c1)));
-  v[7] = A::madd(d0, c7, A::madd(d2, c3, T(0) - A::madd(d1, c5, d3 * c1)));
+  v[3] = A::msub(d0, c3, A::madd(d1, c7, A::madd(d2, c1, d3 * c5)));
+  v[5] = A::madd(d0, c5, A::madd(d2, c7, A::msub(d3, c3, d1 * c1)));
+  v[7] = A::madd(d0, c7, A::msub(d2, c3, A::madd(d1, c5, d3 * c1)));
 }
 
 // v <- D^T v (inverse: 8-point DCT-III). The odd 4x4 block of D is symmetric,
@@ -70,13 +71,13 @@ GCLN_HD void idct8(T v[8]) {
   const T t0 = (v[0] + v[4]) * c4;
   const T t1 = (v[0] - v[4]) * c4;
   const T t2 = A::madd(v[2], c2, v[6] * c6);
-  const T t3 = A::madd(v[2], c6, T(0) - v[6] * c2);
+  const T t3 = A::msub(v[2], c6, v[6] * c2);
   const T e0 = t0 + t2, e3 = t0 - t2;
   const T e1 = t1 + t3, e2 = t1 - t3;
   const T o0 = A::madd(v[1], c1, A::madd(v[3], c3, A::madd(v[5], c5, v[7] * c7)));
-  const T o1 = A::madd(v[1], c3, T(0) - A::madd(v[3], c7, A::madd(v[5], c1, v[7] * c5)));
-  const T o2 = A::madd(v[1], c5, A::madd(v[5], c7, A::madd(v[7], c3, T(0) - v[3] * c1)));
-  const T o3 = A::madd(v[1], c7, A::madd(v[5], c3, T(0) - A::madd(v[3], c5, v[7] * c1)));
+  const T o1 = A::msub(v[1], c3, A::madd(v[3], c7, A::madd(v[5], c1, v[7] * c5)));
+  const T o2 = A::madd(v[1], c5, A::madd(v[5], c7, A::msub(v[7], c3, v[3] * c1)));
+  const T o3 = A::madd(v[1], c7, A::msub(v[5], c3, A::madd(v[3], c5, v[7] * c1)));
   v[0] = e0 + o0;
   v[7] = e0 - o0;
   v[1] = e1 + o1;
