@@ -12,6 +12,7 @@ public :class:`QNTFunction` share.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
@@ -34,27 +35,25 @@ def _has_kernel(op: str, key: str) -> bool:
     return _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
 
 
-_TRITON = []
-
-
-def _triton_module():
-    """The Triton kernels module (its ops with autograd registered), or None where Triton cannot run here."""
-    if not _TRITON:
-        try:
-            from .kernels import qnt_triton
-        except ImportError:
-            qnt_triton = None
-        else:
-            _register_autograd("gcln_fast::qnt_triton", qnt_triton.qnt_grad_q_triton)
-        _TRITON.append(qnt_triton)
-    return _TRITON[0]
+# Decided once at import: backend resolution then stays plain Python that
+# torch.compile can constant-fold.
+_CPU_KERNEL = _has_kernel("gcln_fast::qnt", "CPU")
+_CUDA_KERNEL = _has_kernel("gcln_fast::qnt", "CUDA")
+# Triton runs on CUDA tensors, or on CPU tensors under its interpreter (slow: for tests).
+_TRITON_INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
+_triton = None
+TRITON_ERROR: Exception | None = None
+if importlib.util.find_spec("triton") is not None and (_TRITON_INTERPRETER or torch.cuda.is_available()):
+    try:
+        from .kernels import qnt_triton as _triton
+    except ImportError as exc:  # a broken Triton install must not break the package
+        TRITON_ERROR = exc
 
 
 def _triton_runs_on(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return _triton_module() is not None
-    # The interpreter runs Triton kernels on CPU tensors (slow: for tests).
-    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1" and _triton_module() is not None
+    if _triton is None:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and _TRITON_INTERPRETER)
 
 
 def available_backends(device=None) -> list[str]:
@@ -64,9 +63,9 @@ def available_backends(device=None) -> list[str]:
         devices.append(torch.device("cuda"))
     found = ["reference"]
     for dev in devices:
-        if dev.type == "cpu" and _has_kernel("gcln_fast::qnt", "CPU"):
+        if dev.type == "cpu" and _CPU_KERNEL:
             found.append("cpu")
-        if dev.type == "cuda" and _has_kernel("gcln_fast::qnt", "CUDA"):
+        if dev.type == "cuda" and _CUDA_KERNEL:
             found.append("cuda")
         if _triton_runs_on(dev) and "triton" not in found:
             found.append("triton")
@@ -102,8 +101,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 def _ops(name: str):
     """(forward op, grad_q op) of a compiled backend."""
     if name == "triton":
-        mod = _triton_module()
-        return mod.qnt_triton, mod.qnt_grad_q_triton
+        return _triton.qnt_triton, _triton.qnt_grad_q_triton
     return torch.ops.gcln_fast.qnt.default, torch.ops.gcln_fast.qnt_grad_q.default
 
 
@@ -155,6 +153,8 @@ def _register_fakes(prefix: str) -> None:
 if _C is not None:
     _register_fakes("")
     _register_autograd("gcln_fast::qnt", torch.ops.gcln_fast.qnt_grad_q.default)
+if _triton is not None:  # triton_op derives its own fake kernels
+    _register_autograd("gcln_fast::qnt_triton", _triton.qnt_grad_q_triton)
 
 
 class QNTFunction(torch.autograd.Function):
