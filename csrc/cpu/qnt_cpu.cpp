@@ -47,12 +47,26 @@ namespace {
 
 using VA = block::BlockArith<Vec>;
 
+// In-register 8x8 transpose (unpack, shuffle, 128-bit permute: 24 shuffles).
+// at::vec has no register-to-register form, and its memory form costs a
+// round trip through the stack on every block.
 inline void transpose8(Vec r[8]) {
 #if defined(CPU_CAPABILITY_AVX2)
-  at::vec::VectorizedN<float, 8> t;
-  for (int i = 0; i < 8; ++i) t[i] = r[i];
-  at::vec::transpose_block(t);
-  for (int i = 0; i < 8; ++i) r[i] = t[i];
+  __m256 a[8], b[8];
+  for (int i = 0; i < 8; i += 2) {
+    a[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    a[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    b[i] = _mm256_shuffle_ps(a[i], a[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    b[i + 1] = _mm256_shuffle_ps(a[i], a[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    b[i + 2] = _mm256_shuffle_ps(a[i + 1], a[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    b[i + 3] = _mm256_shuffle_ps(a[i + 1], a[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(b[i], b[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(b[i], b[i + 4], 0x31);
+  }
 #else
   alignas(32) float a[64], b[64];
   for (int i = 0; i < 8; ++i) r[i].store(a + 8 * i);
@@ -89,6 +103,14 @@ template <bool kZeroPad, typename T>
 inline void load_block(const PlaneView<const T>& p, int64_t y0, int64_t x0, Vec r[8]) {
   const int rows = static_cast<int>(std::min<int64_t>(8, p.H - y0));
   const int cols = static_cast<int>(std::min<int64_t>(8, p.W - x0));
+  if constexpr (std::is_same_v<T, float>) {
+    if (rows == 8 && cols == 8 && p.sW == 1) {  // interior block of a row-contiguous plane
+      const T* base = p.data + y0 * p.sH + x0;
+#pragma GCC unroll 8
+      for (int m = 0; m < 8; ++m) r[m] = Vec::loadu(base + m * p.sH);
+      return;
+    }
+  }
   for (int m = 0; m < rows; ++m) {
     const T* row = p.data + (y0 + m) * p.sH;
     if (cols == 8 && p.sW == 1) {
@@ -114,6 +136,14 @@ template <typename T>
 inline void store_block(const PlaneView<T>& p, int64_t y0, int64_t x0, const Vec r[8]) {
   const int rows = static_cast<int>(std::min<int64_t>(8, p.H - y0));
   const int cols = static_cast<int>(std::min<int64_t>(8, p.W - x0));
+  if constexpr (std::is_same_v<T, float>) {
+    if (rows == 8 && cols == 8 && p.sW == 1) {
+      T* base = p.data + y0 * p.sH + x0;
+#pragma GCC unroll 8
+      for (int m = 0; m < 8; ++m) r[m].store(base + m * p.sH);
+      return;
+    }
+  }
   for (int m = 0; m < rows; ++m) {
     T* row = p.data + (y0 + m) * p.sH;
     if constexpr (std::is_same_v<T, float>) {
@@ -155,17 +185,22 @@ inline void load_tables(const float* t, Vec inv[8], Vec step[8]) {
   }
 }
 
+// Sizes and strides read once, outside the parallel loop.
 template <typename T>
-PlaneView<T> plane(T* base, const at::Tensor& t, int64_t n, int64_t c) {
-  return {base + n * t.stride(0) + c * t.stride(1), t.size(2), t.size(3), t.stride(2), t.stride(3)};
-}
+struct Layout {
+  T* data;
+  int64_t sN, sC, H, W, sH, sW;
+  Layout(T* d, const at::Tensor& t)
+      : data(d), sN(t.stride(0)), sC(t.stride(1)), H(t.size(2)), W(t.size(3)), sH(t.stride(2)), sW(t.stride(3)) {}
+  PlaneView<T> plane(int64_t n, int64_t c) const { return {data + n * sN + c * sC, H, W, sH, sW}; }
+};
 
 template <typename scalar_t>
 void qnt_forward_kernel(const at::Tensor& x, const std::vector<float>& tables, int64_t cq, at::Tensor& y) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t nby = (H + 7) / 8, nbx = (W + 7) / 8;
-  const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+  const Layout<const scalar_t> xl(x.const_data_ptr<scalar_t>(), x);
+  const Layout<scalar_t> yl(y.mutable_data_ptr<scalar_t>(), y);
   // A task is a strip of blocks (one block row of one plane); aim for ~32 blocks per task.
   const int64_t grain = std::max<int64_t>(1, 32 / nbx);
   at::parallel_for(0, N * C * nby, grain, [&](int64_t begin, int64_t end) {
@@ -178,8 +213,8 @@ void qnt_forward_kernel(const at::Tensor& x, const std::vector<float>& tables, i
         load_tables(tables.data() + table * 128, inv, step);
         table_loaded = table;
       }
-      const PlaneView<const scalar_t> src = plane(xp, x, n, c);
-      const PlaneView<scalar_t> dst = plane(yp, y, n, c);
+      const PlaneView<const scalar_t> src = xl.plane(n, c);
+      const PlaneView<scalar_t> dst = yl.plane(n, c);
       for (int64_t bx = 0; bx < nbx; ++bx) {
         load_block<false>(src, by * 8, bx * 8, r);
         forward_2d(r);
@@ -196,8 +231,8 @@ void qnt_grad_q_kernel(const at::Tensor& g, const at::Tensor& x, const std::vect
                        double scale, at::Tensor& out) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t nby = (H + 7) / 8, nbx = (W + 7) / 8;
-  const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  const scalar_t* gp = g.const_data_ptr<scalar_t>();
+  const Layout<const scalar_t> xl(x.const_data_ptr<scalar_t>(), x);
+  const Layout<const scalar_t> gl(g.const_data_ptr<scalar_t>(), g);
   // Deterministic reduction: the partition into chunks depends on the shape
   // only (never on the thread count), each chunk sums in a fixed order, and
   // the chunk partials are added in chunk order. Chunks never straddle channels.
@@ -215,8 +250,8 @@ void qnt_grad_q_kernel(const at::Tensor& g, const at::Tensor& x, const std::vect
       for (int k = 0; k < 8; ++k) acc[k] = Vec(0.f);
       for (int64_t j = j0; j < j1; ++j) {
         const int64_t n = j / nby, by = j % nby;
-        const PlaneView<const scalar_t> xs = plane(xp, x, n, c);
-        const PlaneView<const scalar_t> gs = plane(gp, g, n, c);
+        const PlaneView<const scalar_t> xs = xl.plane(n, c);
+        const PlaneView<const scalar_t> gs = gl.plane(n, c);
         for (int64_t bx = 0; bx < nbx; ++bx) {
           load_block<false>(xs, by * 8, bx * 8, z);
           forward_2d(z);

@@ -1,0 +1,287 @@
+// Indexing of the CUDA QNT kernels: which thread handles which pixels, where
+// they live in memory, and the shared-memory transposes between the column
+// and the row passes. Kept free of CUDA-only constructs outside the
+// `__CUDA_ARCH__` branches so that a host C++ test can run the exact same
+// code in lockstep over the threads of a CTA (nothing runs on a GPU in CI).
+//
+// Thread mapping (both kernels): a group of 8 consecutive threads owns one
+// 8x8 block; thread i of the group owns pixel column i of that block. A warp is
+// then 4 horizontally adjacent blocks x 8 columns = 32 consecutive pixels of
+// each of 8 image rows, so every global load and store instruction of the warp
+// touches one contiguous 128-byte (fp32) or 64-byte (fp16/bf16) run: the same
+// access pattern as an elementwise copy kernel, with plain scalar accesses and
+// no vector-alignment preconditions, so contiguous, sliced and padded layouts
+// share one code path. The column pass of the DCT runs in registers; one
+// transpose through shared memory (per group, synchronised with __syncwarp)
+// turns columns into rows for the row pass and quantization, and a second one
+// turns them back for the inverse column pass and the store. That is the order
+// of block::fdct8x8 (columns, then rows) and block::idct8x8 (rows, then
+// columns), so a thread runs exactly the scalar helper's arithmetic.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "qnt_block.h"
+
+// `#pragma unroll` for device code only (the host compiler warns about it).
+#if defined(__CUDA_ARCH__)
+#define GCLN_UNROLL _Pragma("unroll")
+#else
+#define GCLN_UNROLL
+#endif
+
+namespace gcln_fast {
+namespace qnt_cuda {
+
+constexpr int kThreads = 256;                  // threads per CTA
+constexpr int kGroups = kThreads / 8;          // 8x8 blocks per CTA (one per 8-thread group)
+// Shared-memory block layout: row r, column j of a block at r * kRowPitch + j.
+// A pitch of 12 floats keeps each row 16-byte aligned (rows move as two
+// float4) and makes the 8 rows of one float4 access hit 8 disjoint groups of
+// 4 banks (12 * r mod 32 = 0, 12, 24, 4, 16, 28, 8, 20): conflict-free.
+constexpr int kRowPitch = 12;
+constexpr int kBlockFloats = 8 * kRowPitch;    // 96
+// Group pitches are 8 (mod 32) floats, so the 4 groups of a warp, each reading
+// or writing one element per column, use 4 disjoint sets of 8 banks.
+constexpr int kFwdGroupPitch = kBlockFloats + 8;        // 104: one block buffer
+constexpr int kGradGroupPitch = 2 * kBlockFloats + 8;   // 200: x and grad_y buffers
+
+// Unsigned division by a runtime constant with a multiply-high and a shift
+// (Granlund-Montgomery, as ATen's IntDivider): exact for dividends and
+// divisors in [1, 2^31).
+struct FastDiv {
+  uint32_t divisor = 1;
+  uint32_t magic = 0;
+  uint32_t shift = 0;
+
+  FastDiv() = default;
+  explicit FastDiv(uint32_t d) : divisor(d) {
+    while (shift < 32 && (uint64_t{1} << shift) < d) ++shift;
+    magic = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - d)) / d + 1);
+  }
+  GCLN_HD uint32_t div(uint32_t n) const {
+#if defined(__CUDA_ARCH__)
+    const uint32_t hi = __umulhi(n, magic);
+#else
+    const uint32_t hi = static_cast<uint32_t>((static_cast<uint64_t>(n) * magic) >> 32);
+#endif
+    return (hi + n) >> shift;
+  }
+};
+
+// Element strides of an (N, C, H, W) tensor.
+struct Strides {
+  int64_t n, c, h, w;
+};
+
+// The shape, in pixels and in 8x8 blocks, and the order in which consecutive
+// groups walk the blocks.
+struct Geom {
+  int N, C, H, W;
+  int Hb, Wb;            // ceil(H / 8), ceil(W / 8)
+  uint32_t total;        // N * C * Hb * Wb
+  uint32_t per_channel;  // N * Hb * Wb
+  FastDiv div_wb, div_hb, div_c;
+  // Plane-major order (bx fastest) puts a warp's 4 blocks side by side in
+  // memory when W is the unit-stride dimension (NCHW). For channels-last
+  // input the unit stride is C, so the blocks of all channels at one (by, bx)
+  // come first: the 4 groups of a warp then read interleaved channels of the
+  // same pixels and their loads share cache sectors.
+  bool channel_fastest;
+};
+
+struct BlockPos {
+  int n, c, by, bx;
+};
+
+// Block `slot` of the whole tensor, in the launch order of Geom.
+GCLN_HD BlockPos slot_position(uint32_t slot, const Geom& g) {
+  BlockPos b;
+  if (g.channel_fastest) {
+    const uint32_t t0 = g.div_c.div(slot);
+    b.c = static_cast<int>(slot - t0 * static_cast<uint32_t>(g.C));
+    const uint32_t t1 = g.div_wb.div(t0);
+    b.bx = static_cast<int>(t0 - t1 * static_cast<uint32_t>(g.Wb));
+    const uint32_t t2 = g.div_hb.div(t1);
+    b.by = static_cast<int>(t1 - t2 * static_cast<uint32_t>(g.Hb));
+    b.n = static_cast<int>(t2);
+  } else {
+    const uint32_t t0 = g.div_wb.div(slot);
+    b.bx = static_cast<int>(slot - t0 * static_cast<uint32_t>(g.Wb));
+    const uint32_t t1 = g.div_hb.div(t0);
+    b.by = static_cast<int>(t0 - t1 * static_cast<uint32_t>(g.Hb));
+    const uint32_t t2 = g.div_c.div(t1);
+    b.c = static_cast<int>(t1 - t2 * static_cast<uint32_t>(g.C));
+    b.n = static_cast<int>(t2);
+  }
+  return b;
+}
+
+// Block j (of N * Hb * Wb, bx fastest) of channel c.
+GCLN_HD BlockPos channel_slot_position(uint32_t j, int c, const Geom& g) {
+  BlockPos b;
+  b.c = c;
+  const uint32_t t0 = g.div_wb.div(j);
+  b.bx = static_cast<int>(j - t0 * static_cast<uint32_t>(g.Wb));
+  const uint32_t t1 = g.div_hb.div(t0);
+  b.by = static_cast<int>(t0 - t1 * static_cast<uint32_t>(g.Hb));
+  b.n = static_cast<int>(t1);
+  return b;
+}
+
+GCLN_HD int imin(int a, int b) { return a < b ? a : b; }
+
+template <typename T>
+GCLN_HD float to_float(T v) {
+  return static_cast<float>(v);
+}
+
+// Column i of block b, edge blocks completed by replicating the last row and
+// column (the forward op's padding).
+template <typename T>
+GCLN_HD void load_column_replicate(const T* __restrict__ p, const Strides& s, const Geom& g, const BlockPos& b, int i,
+                                   float v[8]) {
+  const int w = imin(b.bx * 8 + i, g.W - 1);
+  const int h0 = b.by * 8;
+  const T* col = p + b.n * s.n + b.c * s.c + w * s.w;
+  GCLN_UNROLL
+  for (int k = 0; k < 8; ++k) v[k] = to_float(col[imin(h0 + k, g.H - 1) * s.h]);
+}
+
+// Column i of block b, edge blocks completed with zeros (the adjoint of the
+// crop: what grad_y is padded with).
+template <typename T>
+GCLN_HD void load_column_zero(const T* __restrict__ p, const Strides& s, const Geom& g, const BlockPos& b, int i,
+                              float v[8]) {
+  const int w = b.bx * 8 + i;
+  const int h0 = b.by * 8;
+  const T* col = p + b.n * s.n + b.c * s.c + imin(w, g.W - 1) * s.w;
+  GCLN_UNROLL
+  for (int k = 0; k < 8; ++k) {
+    const float e = to_float(col[imin(h0 + k, g.H - 1) * s.h]);  // in bounds even where it is replaced
+    v[k] = (w < g.W && h0 + k < g.H) ? e : 0.0f;
+  }
+}
+
+// Writes the pixels of column i of block b that lie inside the image.
+template <typename T>
+GCLN_HD void store_column(T* __restrict__ p, const Strides& s, const Geom& g, const BlockPos& b, int i, const float v[8]) {
+  const int w = b.bx * 8 + i;
+  if (w >= g.W) return;
+  const int h0 = b.by * 8;
+  T* col = p + b.n * s.n + b.c * s.c + w * s.w;
+  GCLN_UNROLL
+  for (int k = 0; k < 8; ++k)
+    if (h0 + k < g.H) col[(h0 + k) * s.h] = T(v[k]);
+}
+
+// Shared-memory transposes of one block. Thread i writes column i and reads
+// row i (or the reverse); between the write and the read the 8 threads of the
+// group synchronise (__syncwarp on the group's lanes). A thread only ever
+// rewrites the row (column) it has just read itself, so no second barrier is
+// needed inside one transpose.
+GCLN_HD void write_column(float* buf, int i, const float v[8]) {
+  GCLN_UNROLL
+  for (int k = 0; k < 8; ++k) buf[k * kRowPitch + i] = v[k];
+}
+
+GCLN_HD void read_column(const float* buf, int i, float v[8]) {
+  GCLN_UNROLL
+  for (int k = 0; k < 8; ++k) v[k] = buf[k * kRowPitch + i];
+}
+
+// Eight consecutive floats at a 16-byte aligned address, as two float4.
+GCLN_HD void load8(const float* p, float v[8]) {
+#if defined(__CUDA_ARCH__)
+  const float4 a = reinterpret_cast<const float4*>(p)[0];
+  const float4 b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+  v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+#else
+  for (int j = 0; j < 8; ++j) v[j] = p[j];
+#endif
+}
+
+GCLN_HD void store8(float* p, const float v[8]) {
+#if defined(__CUDA_ARCH__)
+  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+#else
+  for (int j = 0; j < 8; ++j) p[j] = v[j];
+#endif
+}
+
+GCLN_HD void read_row(const float* buf, int i, float v[8]) { load8(buf + i * kRowPitch, v); }
+GCLN_HD void write_row(float* buf, int i, const float v[8]) { store8(buf + i * kRowPitch, v); }
+
+// Step tables: entry (r, j) of a table at r * kRowPitch + j, so that thread i
+// fetches the 8 steps of its coefficient row i as two conflict-free float4.
+// Per channel: the inverse steps (scale / q) then the steps (q / scale).
+constexpr int kTableFloats = 2 * kBlockFloats;
+constexpr int kMaxSmemTables = 4;  // per-channel tables held in shared memory (RGB and RGBA)
+
+// ----------------------------------------------------------------------------- per-thread phases
+// The kernels are these phases separated by a barrier on the group's 8 lanes
+// (__syncwarp); the host test runs each phase for every thread before the next.
+
+// Forward, phase 1: column i of the block, column DCT, into the block buffer.
+template <typename T>
+GCLN_HD void forward_columns(const T* __restrict__ x, const Strides& sx, const Geom& g, const BlockPos& b, int i,
+                             float* buf) {
+  float v[8];
+  load_column_replicate(x, sx, g, b, i, v);
+  block::fdct8(v);  // v[k] = (D X)[k][i]
+  write_column(buf, i, v);
+}
+
+// Forward, phase 2: row i: row DCT (coefficients Z[i][0..7]), quantize with
+// the steps of coefficient row i, inverse row DCT, back in place.
+GCLN_HD void forward_rows(float* buf, int i, const float inv[8], const float step[8]) {
+  float v[8];
+  read_row(buf, i, v);
+  block::fdct8(v);  // v[j] = Z[i][j]
+  GCLN_UNROLL
+  for (int j = 0; j < 8; ++j) v[j] = block::quantize(v[j], inv[j], step[j]);
+  block::idct8(v);  // v[j] = (Zq D)[i][j]
+  write_row(buf, i, v);
+}
+
+// Forward, phase 3: column i: inverse column DCT and the store.
+template <typename T>
+GCLN_HD void forward_store(const float* buf, T* __restrict__ y, const Strides& sy, const Geom& g, const BlockPos& b,
+                           int i) {
+  float v[8];
+  read_column(buf, i, v);
+  block::idct8(v);  // v[k] = (D^T Zq D)[k][i]
+  store_column(y, sy, g, b, i, v);
+}
+
+// grad_q, phase 1: columns of x (replicate-padded) and of grad_y
+// (zero-padded), column DCTs, into the two block buffers.
+template <typename T>
+GCLN_HD void grad_columns(const T* __restrict__ x, const Strides& sx, const T* __restrict__ gy, const Strides& sg,
+                          const Geom& g, const BlockPos& b, int i, float* xbuf, float* gbuf) {
+  float z[8], gv[8];
+  load_column_replicate(x, sx, g, b, i, z);
+  load_column_zero(gy, sg, g, b, i, gv);
+  block::fdct8(z);
+  block::fdct8(gv);
+  write_column(xbuf, i, z);
+  write_column(gbuf, i, gv);
+}
+
+// grad_q, phase 2: row i of both, row DCTs, acc[j] += G[i][j] * (round(t) - t)
+// with t = Z_x[i][j] * inv[j]. (The caller applies 1/scale to the total.)
+GCLN_HD void grad_rows(const float* xbuf, const float* gbuf, int i, const float inv[8], float acc[8]) {
+  float z[8], gv[8];
+  read_row(xbuf, i, z);
+  read_row(gbuf, i, gv);
+  block::fdct8(z);   // Z_x[i][j]
+  block::fdct8(gv);  // G[i][j]
+  GCLN_UNROLL
+  for (int j = 0; j < 8; ++j) acc[j] = ::fmaf(gv[j], block::lsq_residual(z[j], inv[j]), acc[j]);
+}
+
+}  // namespace qnt_cuda
+}  // namespace gcln_fast
