@@ -15,6 +15,7 @@ Prints a Markdown table and writes JSON (``--json``) and Markdown (``--md``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -22,11 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.utils.benchmark as tbench
+# Inductor's pool of compile workers would otherwise keep the cores busy
+# while the rows after torch.compile are timed.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
-import gcln_fast
-from gcln_fast.reference import qnt_reference
+import torch  # noqa: E402
+import torch.utils.benchmark as tbench  # noqa: E402
+
+import gcln_fast  # noqa: E402
+from gcln_fast.reference import qnt_reference  # noqa: E402
 
 Q = 10.0
 DEFAULT_SHAPES = {"cpu": "256x3x32x32,32x3x224x224", "cuda": "256x3x32x32,32x3x224x224,64x3x512x512"}
@@ -52,7 +57,7 @@ def candidates(device: torch.device):
     yield "torch.compile(reference)", torch.compile(reference, dynamic=False)
     for backend in gcln_fast.available_backends(device):
         if backend != "reference":
-            yield f"gcln_fast {backend}", (lambda b: lambda x: gcln_fast.qnt(x, Q, backend=b))(backend)
+            yield f"gcln_fast {backend}", functools.partial(gcln_fast.qnt, q=Q, backend=backend)
     yield "x.clone()", torch.clone
 
 

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import _validate
-from .ops import qnt_table, resolve_backend, BACKENDS
+from .ops import BACKENDS, qnt_table, resolve_backend
 
 
 class _Exp(nn.Module):

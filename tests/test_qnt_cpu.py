@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import gcln_fast
 from gcln_fast.reference import qnt_reference
+
 from helpers import assert_qnt_close
 
 pytestmark = pytest.mark.skipif("cpu" not in gcln_fast.available_backends("cpu"), reason="C++ extension not built")

@@ -1,0 +1,97 @@
+"""Compare the Triton QNT kernel forms (``kernels/qnt_triton.py``) on a GPU.
+
+For each shape and dtype it times the forward kernel and the grad_q kernel of
+every variant (``dot`` with ``ieee`` and ``tf32x3`` input precision,
+``separable``) beside ``x.clone()`` (the memory floor), after autotuning, and
+checks each variant's output against the reference. Prints a Markdown table:
+milliseconds, effective bandwidth (bytes read + written / time) and the ratio
+to clone. The fastest forward form should be ``qnt_triton.DEFAULT_VARIANT``.
+
+    python bench/bench_triton_variants.py
+    python bench/bench_triton_variants.py --shapes 256x3x32x32,32x3x224x224 --dtypes float32,float16
+
+On a machine without CUDA it says so and exits 0 (the interpreter measures
+correctness only, not speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+FORMS = [("dot", "ieee"), ("dot", "tf32x3"), ("separable", "ieee")]
+
+
+def parse_shapes(text: str) -> list[tuple[int, ...]]:
+    shapes = []
+    for item in text.split(","):
+        dims = tuple(int(v) for v in item.lower().split("x"))
+        if len(dims) != 4 or min(dims) < 1:
+            raise SystemExit(f"--shapes: expected NxCxHxW items, got {item!r}")
+        shapes.append(dims)
+    return shapes
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default="256x3x32x32,32x3x224x224,64x3x512x512")
+    parser.add_argument("--dtypes", default="float32,float16")
+    parser.add_argument("--q", default="channel", choices=["scalar", "channel"], help="shared or per-channel table")
+    parser.add_argument("--no-grad-q", action="store_true", help="time the forward kernels only")
+    args = parser.parse_args(argv)
+
+    if not torch.cuda.is_available():
+        print("bench_triton_variants.py needs a CUDA GPU (under TRITON_INTERPRET=1 only correctness is measurable); skipping.")
+        return 0
+
+    import triton.testing
+
+    from gcln_fast.kernels import qnt_triton as qt
+    from gcln_fast.reference import qnt_reference
+
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    print(f"default variant in qnt_triton.py: {qt.DEFAULT_VARIANT} ({qt.DEFAULT_DOT_PRECISION})\n")
+    print("| shape | dtype | kernel | form | ms | GB/s | x clone | max abs err vs reference |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for shape in parse_shapes(args.shapes):
+        for dtype_name in args.dtypes.split(","):
+            dtype = getattr(torch, dtype_name)
+            x = torch.rand(shape, device="cuda").to(dtype)
+            gy = (torch.rand(shape, device="cuda") - 0.5).to(dtype)
+            c = shape[1]
+            if args.q == "scalar":
+                table = torch.full((1, 8, 8), 10.0, device="cuda")
+            else:
+                table = torch.rand(c, 8, 8, device="cuda") * 20 + 2
+            nbytes = x.numel() * x.element_size()
+            clone_ms = triton.testing.do_bench(lambda: x.clone())
+            y_ref = qnt_reference(x, table[0] if table.shape[0] == 1 else table)
+            print(f"| {'x'.join(map(str, shape))} | {dtype_name} | clone | - | {clone_ms:.4f} | "
+                  f"{2 * nbytes / clone_ms / 1e6:.0f} | 1.00 | - |")  # fmt: skip
+            for variant, precision in FORMS:
+                def fwd():
+                    return qt.launch_qnt(x, table, 255.0, variant=variant, precision=precision)
+
+                err = (fwd().float() - y_ref.float()).abs().max().item()
+                ms = triton.testing.do_bench(fwd)
+                print(f"| {'x'.join(map(str, shape))} | {dtype_name} | forward | {variant}/{precision} | {ms:.4f} | "
+                      f"{2 * nbytes / ms / 1e6:.0f} | {ms / clone_ms:.2f} | {err:.3g} |")  # fmt: skip
+                if args.no_grad_q:
+                    continue
+
+                def grad_q():
+                    return qt.launch_grad_q(gy, x, table, 255.0, variant=variant, precision=precision)
+
+                grad_q()
+                ms = triton.testing.do_bench(grad_q)
+                print(f"| {'x'.join(map(str, shape))} | {dtype_name} | grad_q | {variant}/{precision} | {ms:.4f} | "
+                      f"{2 * nbytes / ms / 1e6:.0f} | {ms / clone_ms:.2f} | - |")  # fmt: skip
+            del x, gy, y_ref
+            torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""L-inf sign-gradient attacks: FGSM (FGS), BIM and PGD with random start."""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import (
+    check_inputs,
+    check_int,
+    check_number,
+    frozen,
+    get_loss,
+    input_gradient,
+    project,
+    success,
+    uniform_like,
+)
+
+
+def fgsm(model, x, y, *, eps=8 / 255, targeted=False, eot=1, loss="ce", **_unused):
+    """Fast Gradient Sign (Goodfellow et al. 2014): ``x + eps * sign(grad)`` (minus for targeted).
+
+    ``y`` holds true labels (untargeted) or target classes (``targeted=True``). Returns a detached
+    tensor inside the eps-ball and [0, 1].
+    """
+    check_inputs(model, x, y)
+    eps = check_number("eps", eps, minimum=0.0)
+    eot = check_int("eot", eot)
+    loss_fn = get_loss(loss)
+    x = x.detach()
+    if eps == 0:
+        return x.clone()
+    with frozen(model):
+        grad, _, _ = input_gradient(model, x, y, loss_fn, targeted, eot)
+    return project(x + eps * grad.sign(), x, eps)
+
+
+def _iterate(model, x, y, x_adv, *, eps, step, steps, targeted, eot, loss_fn):
+    for _ in range(steps):
+        grad, _, _ = input_gradient(model, x_adv, y, loss_fn, targeted, eot)
+        x_adv = project(x_adv + step * grad.sign(), x, eps)
+    return x_adv
+
+
+def bim(model, x, y, *, eps=8 / 255, step=1 / 255, steps=10, targeted=False, eot=1, loss="ce", **_unused):
+    """Basic Iterative Method (Kurakin et al. 2016): ``steps`` FGSM steps of size ``step`` from ``x``,
+    each projected into the eps-ball and [0, 1]. Returns the last iterate."""
+    check_inputs(model, x, y)
+    eps = check_number("eps", eps, minimum=0.0)
+    step = check_number("step", step, minimum=0.0, strict=True)
+    steps = check_int("steps", steps)
+    eot = check_int("eot", eot)
+    loss_fn = get_loss(loss)
+    x = x.detach()
+    if eps == 0:
+        return x.clone()
+    with frozen(model):
+        return _iterate(model, x, y, x.clone(), eps=eps, step=step, steps=steps, targeted=targeted, eot=eot, loss_fn=loss_fn)
+
+
+def pgd(
+    model,
+    x,
+    y,
+    *,
+    eps=8 / 255,
+    step=1 / 255,
+    steps=10,
+    targeted=False,
+    random_start=True,
+    restarts=1,
+    eot=1,
+    loss="ce",
+    generator: torch.Generator | None = None,
+    **_unused,
+):
+    """Projected Gradient Descent (Madry et al. 2018): uniform random start in the eps-ball, then
+    ``steps`` sign-gradient steps of size ``step`` with projection. Returns the last iterate; with
+    ``restarts > 1`` an image keeps the first restart whose last iterate fools the model.
+
+    ``eot`` averages each gradient over that many forward/backward passes (Expectation over
+    Transformation, for randomised defences). ``generator`` drives the random start (global RNG if None).
+    """
+    check_inputs(model, x, y)
+    eps = check_number("eps", eps, minimum=0.0)
+    step = check_number("step", step, minimum=0.0, strict=True)
+    steps = check_int("steps", steps)
+    restarts = check_int("restarts", restarts)
+    eot = check_int("eot", eot)
+    loss_fn = get_loss(loss)
+    x = x.detach()
+    if eps == 0:
+        return x.clone()
+    with frozen(model):
+        out = None
+        done = None
+        for _ in range(restarts):
+            start = project(x + eps * uniform_like(x, generator), x, eps) if random_start else x.clone()
+            x_adv = _iterate(model, x, y, start, eps=eps, step=step, steps=steps, targeted=targeted, eot=eot, loss_fn=loss_fn)
+            if restarts == 1:
+                return x_adv
+            with torch.no_grad():
+                ok = success(model(x_adv), y, targeted)
+            if out is None:
+                out, done = x_adv, ok
+            else:
+                take = ok & ~done
+                out = torch.where(take[:, None, None, None], x_adv, out)
+                done = done | ok
+            if bool(done.all()):
+                break
+        return out

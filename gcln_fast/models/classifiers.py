@@ -1,0 +1,115 @@
+"""Classifiers for 32x32 images: ``small_cnn`` (fast on a CPU), ``resnet18`` / ``resnet34``.
+
+Every model maps float32 images (N, 3, 32, 32) in [0, 1] to logits: the per-channel
+normalisation is the first module (:class:`Normalize`, with ``mean``/``std`` buffers that
+are saved in the state dict). Checkpoints are plain dicts
+``{"arch", "num_classes", "state_dict", "meta"}`` written atomically and loaded with
+``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from gcln_fast.utils.checkpoint import atomic_save, load_checkpoint
+
+ARCHS = ("small_cnn", "resnet18", "resnet34")
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.25, 0.25, 0.25)
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel; mean and std are (persistent) buffers."""
+
+    def __init__(self, mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def small_cnn(num_classes: int = 10, width: int = 32) -> nn.Sequential:
+    """Four 3x3 conv+BN+ReLU blocks (32x32 -> 4x4), global average pool, linear head.
+
+    About 0.2 M parameters and 11 M multiply-adds per image."""
+    w = width
+    return nn.Sequential(
+        *_conv_bn(3, w), nn.MaxPool2d(2),  # 16x16
+        *_conv_bn(w, 2 * w), nn.MaxPool2d(2),  # 8x8
+        *_conv_bn(2 * w, 4 * w),
+        *_conv_bn(4 * w, 4 * w), nn.MaxPool2d(2),  # 4x4
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4 * w, num_classes),
+    )
+
+
+def _resnet(arch: str, num_classes: int) -> nn.Module:
+    import torchvision
+
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)  # 32x32 stem
+    net.maxpool = nn.Identity()
+    return net
+
+
+class Classifier(nn.Module):
+    """``net(normalize(x))``; ``arch`` and ``num_classes`` are kept as attributes."""
+
+    def __init__(self, arch: str, net: nn.Module, num_classes: int, mean=DEFAULT_MEAN, std=DEFAULT_STD):
+        super().__init__()
+        self.arch, self.num_classes = arch, num_classes
+        self.normalize = Normalize(mean, std)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+def build_classifier(arch: str, num_classes: int = 10, *, mean: Sequence[float] | None = None,
+                     std: Sequence[float] | None = None) -> Classifier:
+    """A freshly initialised classifier taking images in [0, 1].
+
+    ``mean``/``std`` set the built-in normalisation (default 0.5 / 0.25 per channel; see
+    ``gcln_fast.data.STATS`` for per-dataset values)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown classifier arch {arch!r}; valid: {', '.join(ARCHS)}")
+    if num_classes < 2:
+        raise ValueError("num_classes must be >= 2")
+    net = small_cnn(num_classes) if arch == "small_cnn" else _resnet(arch, num_classes)
+    return Classifier(arch, net, num_classes, mean if mean is not None else DEFAULT_MEAN,
+                      std if std is not None else DEFAULT_STD)
+
+
+def save_classifier(model: nn.Module, path, *, arch: str, num_classes: int, **meta):
+    """Write ``{"arch", "num_classes", "state_dict", "meta"}`` atomically to ``path``.
+
+    ``meta`` must hold plain values (str/int/float/bool/None, lists, dicts) so that the
+    file loads with ``weights_only=True``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown classifier arch {arch!r}; valid: {', '.join(ARCHS)}")
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return atomic_save({"arch": arch, "num_classes": int(num_classes), "state_dict": state, "meta": dict(meta)}, path)
+
+
+def load_classifier(path, map_location="cpu") -> Classifier:
+    """Rebuild a classifier from a :func:`save_classifier` file (or from a training-state
+    checkpoint of ``gcln_fast.training.classifier``, which holds the same keys); eval mode."""
+    ckpt = load_checkpoint(path, map_location=map_location)
+    if not isinstance(ckpt, dict) or not {"arch", "num_classes", "state_dict"} <= set(ckpt):
+        raise ValueError(f"{path} is not a classifier checkpoint (needs keys arch, num_classes, state_dict)")
+    model = build_classifier(ckpt["arch"], int(ckpt["num_classes"]))
+    model.load_state_dict(ckpt["state_dict"])
+    model.meta = dict(ckpt.get("meta") or {})
+    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
