@@ -2,9 +2,22 @@
 // (load, 8x8 DCT, quantize, inverse DCT, store in one pass over memory) and
 // the fused step-size gradient grad_q (a two-stage deterministic reduction).
 //
-// The transform arithmetic is csrc/qnt_block.h; the thread mapping and every
-// address computation are in qnt_cuda_index.cuh (host-testable). This file is
-// launch configuration, shared-memory staging and the reductions.
+// The transform arithmetic is csrc/qnt_block.h; the thread mapping, every
+// address computation and the per-thread phases are in qnt_cuda_index.cuh
+// (host-testable). This file is launches, step tables and the reductions.
+//
+// Why 8 threads per 8x8 block, one pixel column each (see the index header):
+// the op is memory bound (at full HBM bandwidth each H200 SM must finish ~2.5
+// fp32 pixels per clock, a budget of ~50 instructions per pixel), so what matters is that
+// every warp-wide load and store is one contiguous run, as in a copy kernel,
+// and that enough bytes are in flight. Column-per-thread gives contiguous runs
+// with plain scalar accesses for any layout (no 16-byte alignment or
+// contiguous-row preconditions, so no separate vector and strided paths),
+// needs ~32 registers (full occupancy: 2048 threads, each with 8 loads in
+// flight), and costs one shared-memory transpose each way (conflict-free
+// layouts, 16 bytes of shared traffic per pixel). One thread per whole block
+// would skip the transposes but needs ~100 registers for the 64 values, and
+// its 32-byte row loads each use half of every sector they touch.
 //
 // Both kernels work on the coefficients of x itself, with `scale` folded into
 // the step tables: inv_step = scale / q and step = q / scale, so
@@ -31,10 +44,11 @@
 #include "qnt_cuda_index.cuh"
 
 // The op's dtypes only (AT_DISPATCH_FLOATING_TYPES_AND2 would also build double kernels).
-#define GCLN_DISPATCH_QNT_TYPES(TYPE, NAME, ...)                   \
-  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
-                                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__) \
-                                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+#define GCLN_DISPATCH_QNT_TYPES(TYPE, NAME, ...)                  \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                       \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)         \
+                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)          \
+                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
 
 namespace gcln_fast {
 namespace qnt_cuda {
@@ -46,7 +60,8 @@ namespace {
 // the forward kernel then reads through the read-only cache. Dividing in
 // every CTA would cost two IEEE divisions per pixel; for 1..4 tables the
 // forward kernel divides in shared memory instead and skips this launch.
-__global__ void step_table_kernel(const float* __restrict__ q, int64_t entries, float scale, float* __restrict__ tables) {
+__global__ void step_table_kernel(const float* __restrict__ q, int64_t entries, float scale,
+                                  float* __restrict__ tables) {
   const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (e >= entries) return;
   const int64_t c = e >> 6;
@@ -119,7 +134,8 @@ qnt_forward_kernel(const T* __restrict__ x, Strides sx, T* __restrict__ y, Strid
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 qnt_grad_q_partial_kernel(const T* __restrict__ gy, Strides sg, const T* __restrict__ x, Strides sx, Geom g,
-                          const float* __restrict__ q, int cq, float scale, uint32_t ctas, float* __restrict__ partials) {
+                          const float* __restrict__ q, int cq, float scale, uint32_t ctas,
+                          float* __restrict__ partials) {
   __shared__ __align__(16) float s_inv[kBlockFloats];
   __shared__ __align__(16) float s_buf[kGroups * kGradGroupPitch];
   const uint32_t qgroup = blockIdx.x / ctas;
@@ -162,9 +178,11 @@ qnt_grad_q_partial_kernel(const T* __restrict__ gy, Strides sg, const T* __restr
 }
 
 // Stage 2: CTA c sums the `ctas` partial rows of group c in a fixed order
-// (kFinalRows interleaved running sums, then those in order) and applies the
-// 1/scale of the gradient. Several running sums keep enough loads in flight
-// that this single pass over the partials is not latency bound.
+// (kFinalRows interleaved running sums, then those in order; several running
+// sums keep enough loads in flight that this pass is not latency bound) and
+// applies the contract's 1/scale: G is the transform of grad_y itself and
+// round(t) - t is taken on t = Z_x * scale / q = Z / q, so nothing else
+// carries a scale.
 constexpr int kFinalRows = 16;
 
 __global__ void __launch_bounds__(64 * kFinalRows)
@@ -188,7 +206,6 @@ qnt_grad_q_final_kernel(const float* __restrict__ partials, uint32_t ctas, float
 // ----------------------------------------------------------------------------- host side
 
 Strides strides_of(const at::Tensor& t) {
-  // A dimension of size 1 is never stepped over; its stride is irrelevant.
   return Strides{t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
@@ -204,7 +221,8 @@ Geom geometry_of(const at::Tensor& x) {
   const int64_t total = per_channel * g.C;
   // Block indices are 32-bit (with headroom for the grid-stride increment):
   // up to 2^30 blocks, i.e. 6.9e10 elements.
-  TORCH_CHECK(total <= (int64_t{1} << 30), "gcln_fast::qnt (CUDA): tensor too large (", total, " 8x8 blocks; at most 2^30)");
+  TORCH_CHECK(total <= (int64_t{1} << 30), "gcln_fast::qnt (CUDA): tensor too large (", total,
+              " 8x8 blocks; at most 2^30)");
   g.total = static_cast<uint32_t>(total);
   g.per_channel = static_cast<uint32_t>(per_channel);
   g.div_wb = FastDiv(static_cast<uint32_t>(g.Wb));

@@ -7,11 +7,12 @@
 // Thread mapping (both kernels): a group of 8 consecutive threads owns one
 // 8x8 block; thread i of the group owns pixel column i of that block. A warp is
 // then 4 horizontally adjacent blocks x 8 columns = 32 consecutive pixels of
-// each of 8 image rows, so every global load and store instruction of the warp
-// touches one contiguous 128-byte (fp32) or 64-byte (fp16/bf16) run: the same
-// access pattern as an elementwise copy kernel, with plain scalar accesses and
-// no vector-alignment preconditions, so contiguous, sliced and padded layouts
-// share one code path. The column pass of the DCT runs in registers; one
+// each of 8 image rows, so in NCHW every global load and store instruction of
+// the warp touches one contiguous 128-byte (fp32) or 64-byte (fp16/bf16) run:
+// the access pattern of an elementwise copy kernel, with plain scalar accesses
+// and no vector-alignment preconditions, so contiguous, sliced, offset and
+// channels-last layouts share one code path (for channels-last, Geom orders
+// the blocks so that a warp's groups interleave channels instead). The column pass of the DCT runs in registers; one
 // transpose through shared memory (per group, synchronised with __syncwarp)
 // turns columns into rows for the row pass and quantization, and a second one
 // turns them back for the inverse column pass and the store. That is the order
@@ -137,16 +138,25 @@ GCLN_HD float to_float(T v) {
   return static_cast<float>(v);
 }
 
+// Element (b.n, b.c, row h0, column w) of p: the top of a block column.
+template <typename T>
+GCLN_HD T* column_top(T* p, const Strides& s, const BlockPos& b, int w) {
+  return p + (b.n * s.n + b.c * s.c + static_cast<int64_t>(b.by * 8) * s.h + w * s.w);
+}
+
 // Column i of block b, edge blocks completed by replicating the last row and
-// column (the forward op's padding).
+// column (the forward op's padding). Rows advance by pointer increments (one
+// 64-bit add each, held back past the last row) rather than multiplies.
 template <typename T>
 GCLN_HD void load_column_replicate(const T* __restrict__ p, const Strides& s, const Geom& g, const BlockPos& b, int i,
                                    float v[8]) {
-  const int w = imin(b.bx * 8 + i, g.W - 1);
-  const int h0 = b.by * 8;
-  const T* col = p + b.n * s.n + b.c * s.c + w * s.w;
+  const T* ptr = column_top(p, s, b, imin(b.bx * 8 + i, g.W - 1));
+  const int last = g.H - 1 - b.by * 8;  // >= 0: the block starts inside the image
   GCLN_UNROLL
-  for (int k = 0; k < 8; ++k) v[k] = to_float(col[imin(h0 + k, g.H - 1) * s.h]);
+  for (int k = 0; k < 8; ++k) {
+    v[k] = to_float(*ptr);
+    if (k < last) ptr += s.h;
+  }
 }
 
 // Column i of block b, edge blocks completed with zeros (the adjoint of the
@@ -155,25 +165,31 @@ template <typename T>
 GCLN_HD void load_column_zero(const T* __restrict__ p, const Strides& s, const Geom& g, const BlockPos& b, int i,
                               float v[8]) {
   const int w = b.bx * 8 + i;
-  const int h0 = b.by * 8;
-  const T* col = p + b.n * s.n + b.c * s.c + imin(w, g.W - 1) * s.w;
+  const T* ptr = column_top(p, s, b, imin(w, g.W - 1));
+  const int last = g.H - 1 - b.by * 8;
   GCLN_UNROLL
   for (int k = 0; k < 8; ++k) {
-    const float e = to_float(col[imin(h0 + k, g.H - 1) * s.h]);  // in bounds even where it is replaced
-    v[k] = (w < g.W && h0 + k < g.H) ? e : 0.0f;
+    const float e = to_float(*ptr);  // in bounds (clamped) even where it is replaced by 0
+    v[k] = (w < g.W && k <= last) ? e : 0.0f;
+    if (k < last) ptr += s.h;
   }
 }
 
 // Writes the pixels of column i of block b that lie inside the image.
 template <typename T>
-GCLN_HD void store_column(T* __restrict__ p, const Strides& s, const Geom& g, const BlockPos& b, int i, const float v[8]) {
+GCLN_HD void store_column(T* __restrict__ p, const Strides& s, const Geom& g, const BlockPos& b, int i,
+                          const float v[8]) {
   const int w = b.bx * 8 + i;
   if (w >= g.W) return;
-  const int h0 = b.by * 8;
-  T* col = p + b.n * s.n + b.c * s.c + w * s.w;
+  T* ptr = column_top(p, s, b, w);
+  const int rows = g.H - b.by * 8;
   GCLN_UNROLL
-  for (int k = 0; k < 8; ++k)
-    if (h0 + k < g.H) col[(h0 + k) * s.h] = T(v[k]);
+  for (int k = 0; k < 8; ++k) {
+    if (k < rows) {
+      *ptr = T(v[k]);
+      ptr += s.h;
+    }
+  }
 }
 
 // Shared-memory transposes of one block. Thread i writes column i and reads
