@@ -2,10 +2,11 @@
 
 For each shape and dtype it times the forward kernel and the grad_q kernel of
 every variant (``dot`` with ``ieee`` and ``tf32x3`` input precision,
-``separable``) beside ``x.clone()`` (the memory floor), after autotuning, and
+``separable``, ``butterfly``) beside ``x.clone()`` (the memory floor), after autotuning, and
 checks each variant's output against the reference. Prints a Markdown table:
 milliseconds, effective bandwidth (bytes read + written / time) and the ratio
-to clone. The fastest forward form should be ``qnt_triton.DEFAULT_VARIANT``.
+to clone. The fastest forward form should be ``qnt_triton.DEFAULT_VARIANT``
+(the first call of each form compiles and autotunes it: allow a minute or two).
 
     python bench/bench_triton_variants.py
     python bench/bench_triton_variants.py --shapes 256x3x32x32,32x3x224x224 --dtypes float32,float16
@@ -17,11 +18,12 @@ correctness only, not speed).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import torch
 
-FORMS = [("dot", "ieee"), ("dot", "tf32x3"), ("separable", "ieee")]
+FORMS = [("dot", "ieee"), ("dot", "tf32x3"), ("separable", "ieee"), ("butterfly", "ieee")]
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
@@ -34,6 +36,41 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
     return shapes
 
 
+def bench_case(qt, shape, dtype_name: str, q_form: str, with_grad_q: bool) -> None:
+    import triton.testing
+
+    from gcln_fast.reference import qnt_reference
+
+    dtype = getattr(torch, dtype_name)
+    x = torch.rand(shape, device="cuda").to(dtype)
+    gy = (torch.rand(shape, device="cuda") - 0.5).to(dtype)
+    if q_form == "scalar":
+        table = torch.full((1, 8, 8), 10.0, device="cuda")
+    else:
+        table = torch.rand(shape[1], 8, 8, device="cuda") * 20 + 2
+    nbytes = x.numel() * x.element_size()
+    name = "x".join(map(str, shape))
+    clone_ms = triton.testing.do_bench(x.clone)
+    print(f"| {name} | {dtype_name} | clone | - | {clone_ms:.4f} | {2 * nbytes / clone_ms / 1e6:.0f} | 1.00 | - |")
+    y_ref = qnt_reference(x, table[0] if table.shape[0] == 1 else table)
+    for variant, precision in FORMS:
+        fwd = functools.partial(qt.launch_qnt, x, table, 255.0, variant=variant, precision=precision)
+        err = (fwd().float() - y_ref.float()).abs().max().item()
+        ms = triton.testing.do_bench(fwd)
+        print(
+            f"| {name} | {dtype_name} | forward | {variant}/{precision} | {ms:.4f} | "
+            f"{2 * nbytes / ms / 1e6:.0f} | {ms / clone_ms:.2f} | {err:.3g} |"
+        )
+        if not with_grad_q:
+            continue
+        grad_q = functools.partial(qt.launch_grad_q, gy, x, table, 255.0, variant=variant, precision=precision)
+        ms = triton.testing.do_bench(grad_q)
+        print(
+            f"| {name} | {dtype_name} | grad_q | {variant}/{precision} | {ms:.4f} | "
+            f"{2 * nbytes / ms / 1e6:.0f} | {ms / clone_ms:.2f} | - |"
+        )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="256x3x32x32,32x3x224x224,64x3x512x512")
@@ -43,13 +80,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if not torch.cuda.is_available():
-        print("bench_triton_variants.py needs a CUDA GPU (under TRITON_INTERPRET=1 only correctness is measurable); skipping.")
+        print(
+            "bench_triton_variants.py needs a CUDA GPU (under TRITON_INTERPRET=1 only correctness is measurable); skipping."
+        )
         return 0
 
-    import triton.testing
+    import triton
 
     from gcln_fast.kernels import qnt_triton as qt
-    from gcln_fast.reference import qnt_reference
 
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     print(f"default variant in qnt_triton.py: {qt.DEFAULT_VARIANT} ({qt.DEFAULT_DOT_PRECISION})\n")
@@ -57,38 +95,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---:|---:|---:|---:|")
     for shape in parse_shapes(args.shapes):
         for dtype_name in args.dtypes.split(","):
-            dtype = getattr(torch, dtype_name)
-            x = torch.rand(shape, device="cuda").to(dtype)
-            gy = (torch.rand(shape, device="cuda") - 0.5).to(dtype)
-            c = shape[1]
-            if args.q == "scalar":
-                table = torch.full((1, 8, 8), 10.0, device="cuda")
-            else:
-                table = torch.rand(c, 8, 8, device="cuda") * 20 + 2
-            nbytes = x.numel() * x.element_size()
-            clone_ms = triton.testing.do_bench(lambda: x.clone())
-            y_ref = qnt_reference(x, table[0] if table.shape[0] == 1 else table)
-            print(f"| {'x'.join(map(str, shape))} | {dtype_name} | clone | - | {clone_ms:.4f} | "
-                  f"{2 * nbytes / clone_ms / 1e6:.0f} | 1.00 | - |")  # fmt: skip
-            for variant, precision in FORMS:
-                def fwd():
-                    return qt.launch_qnt(x, table, 255.0, variant=variant, precision=precision)
-
-                err = (fwd().float() - y_ref.float()).abs().max().item()
-                ms = triton.testing.do_bench(fwd)
-                print(f"| {'x'.join(map(str, shape))} | {dtype_name} | forward | {variant}/{precision} | {ms:.4f} | "
-                      f"{2 * nbytes / ms / 1e6:.0f} | {ms / clone_ms:.2f} | {err:.3g} |")  # fmt: skip
-                if args.no_grad_q:
-                    continue
-
-                def grad_q():
-                    return qt.launch_grad_q(gy, x, table, 255.0, variant=variant, precision=precision)
-
-                grad_q()
-                ms = triton.testing.do_bench(grad_q)
-                print(f"| {'x'.join(map(str, shape))} | {dtype_name} | grad_q | {variant}/{precision} | {ms:.4f} | "
-                      f"{2 * nbytes / ms / 1e6:.0f} | {ms / clone_ms:.2f} | - |")  # fmt: skip
-            del x, gy, y_ref
+            bench_case(qt, shape, dtype_name, args.q, not args.no_grad_q)
             torch.cuda.empty_cache()
     return 0
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-VERSION = "v1"
+VERSION = "v3"
 CHUNK = 500  # images per seed chunk (a multiple of 10: labels are balanced per chunk)
 IMAGE_SIZE = 32
 DEFAULT_SIZES = {"train": 20000, "test": 2000, "val": 2000}
@@ -47,19 +47,19 @@ _ATLAS_FONT_SIZE = 32
 _ATLAS_CELL = 56  # square atlas cell; glyph ink centred in it
 _STROKES = (0, 1, 2)  # font weights: regular, semi-bold, bold
 _PARAMS = dict(
-    height_px=(13.0, 27.0),  # rendered digit height in output pixels
-    aspect=(0.75, 1.3),  # horizontal stretch relative to the font
-    rotation_deg=12.0,  # +-, uniform
-    shear=0.25,  # +-, uniform (italic-like)
-    shift_px=(2.5, 2.0),  # +- centre offset x, y
-    gap=(-0.05, 0.45),  # neighbour spacing, in digit widths
-    p_left=0.75,
-    p_right=0.75,
-    contrast=(0.06, 0.65),  # |luminance(fg) - luminance(bg)|
+    height_px=(15.0, 26.0),  # rendered digit height in output pixels
+    aspect=(0.85, 1.2),  # horizontal stretch relative to the font
+    rotation_deg=6.0,  # +-, uniform
+    shear=0.12,  # +-, uniform (italic-like)
+    shift_px=(1.5, 1.5),  # +- centre offset x, y
+    gap=(-0.05, 0.5),  # neighbour spacing, in digit widths
+    p_left=0.6,  # probability of a neighbouring digit on the left / right
+    p_right=0.6,
+    contrast=(0.12, 0.7),  # |luminance(fg) - luminance(bg)|
     texture=(0.0, 0.22),  # amplitude of low-frequency background texture
     p_stripes=0.2,
     blur_levels=(0.0, 0.6, 1.0, 1.5, 2.0),  # Gaussian sigma, px
-    blur_probs=(0.3, 0.3, 0.2, 0.13, 0.07),
+    blur_probs=(0.35, 0.3, 0.17, 0.11, 0.07),
     noise=(0.0, 0.08),  # Gaussian noise sigma
 )
 
@@ -288,6 +288,7 @@ def load_or_generate(root=None, size: int | None = None, seed: int = 0, split: s
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, images=x, labels=y)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -40,18 +40,18 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-def small_cnn(num_classes: int = 10, width: int = 32) -> nn.Sequential:
-    """Four 3x3 conv+BN+ReLU blocks (32x32 -> 4x4), global average pool, linear head.
-
-    About 0.2 M parameters and 11 M multiply-adds per image."""
+def small_cnn(num_classes: int = 10, width: int = 16) -> nn.Sequential:
+    """Four 3x3 conv+BN+ReLU blocks at 32, 16, 8, 4 px (widths 16-32-64-128), global
+    average pool, linear head: about 0.1 M parameters and 4 M multiply-adds per image
+    (one training step on a batch of 128 takes ~0.1 s on one CPU core)."""
     w = width
     return nn.Sequential(
         *_conv_bn(3, w), nn.MaxPool2d(2),  # 16x16
         *_conv_bn(w, 2 * w), nn.MaxPool2d(2),  # 8x8
-        *_conv_bn(2 * w, 4 * w),
-        *_conv_bn(4 * w, 4 * w), nn.MaxPool2d(2),  # 4x4
+        *_conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),  # 4x4
+        *_conv_bn(4 * w, 8 * w),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(4 * w, num_classes),
+        nn.Linear(8 * w, num_classes),
     )
 
 

@@ -56,6 +56,20 @@ def _write_json(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def warmup_cosine(total_steps: int, warmup_frac: float = 0.1, start: float = 0.1, end: float = 0.01):
+    """LR multiplier: linear warm-up from ``start`` over the first ``warmup_frac`` of the
+    steps, then a cosine decay to ``end`` (well defined for any ``total_steps >= 1``)."""
+    warm = max(1, int(round(warmup_frac * total_steps)))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return start + (1.0 - start) * step / warm
+        t = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return factor
+
+
 def _dataset_allows_hflip(dataset) -> bool:
     return bool(getattr(dataset, "allows_hflip", False))
 
@@ -107,8 +121,8 @@ def train_classifier(model: nn.Module, train_set, val_set, *, epochs: int, batch
                      num_classes: int | None = None, meta: dict | None = None, on_epoch_end=None) -> dict:
     """Train ``model`` (images in [0, 1] -> logits) with cross-entropy; returns the history.
 
-    Optimiser: ``"sgd"`` (momentum 0.9, Nesterov) or ``"adamw"``, with a one-cycle
-    schedule (peak ``lr``) over ``epochs``. ``augment``: ``True`` = random crop after
+    Optimiser: ``"sgd"`` (momentum 0.9, Nesterov) or ``"adamw"``, with linear warm-up
+    (10% of the steps) to ``lr`` then cosine decay to ``lr/100`` (:func:`warmup_cosine`). ``augment``: ``True`` = random crop after
     replicate padding (2 px; 4 px plus horizontal flips when the dataset says
     ``allows_hflip``, i.e. CIFAR-10, never for digits); ``False``/``None`` = none.
     ``val_set`` may be None. ``on_epoch_end(epoch, history)`` is called after each
@@ -147,8 +161,7 @@ def train_classifier(model: nn.Module, train_set, val_set, *, epochs: int, batch
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
-                                                pct_start=0.25, div_factor=10.0, final_div_factor=100.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(epochs * steps_per_epoch))
     history = {"epochs": [], "config": config}
     start_epoch = 0
     if resume and checkpoint_path.is_file():
