@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         "platform": platform.platform(),
     }
     shape = "x".join(map(str, result["shape"]))
-    print(f"| step | device | shape | fused backend | fused ms (median) | reference ms (median) | reference / fused |")
+    print("| step | device | shape | fused backend | fused ms (median) | reference ms (median) | reference / fused |")
     print("|---|---|---|---|---|---|---|")
     print(f"| G train step (width {args.width}, {args.blocks} blocks, q={args.q:g}{', trainable q' if args.trainable_q else ''}) "
           f"| {device} | {shape} | {fused_name} | {1000 * med['fused']:.2f} | {1000 * med['reference']:.2f} | {ratio:.2f}x |")

@@ -48,32 +48,44 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
 
 
 def candidates(device: torch.device):
-    """(name, forward function) pairs; every function maps x -> y with q = 10."""
+    """(name, function(x, q)) pairs; ``q`` is 10, as a number or a trainable 0-d tensor."""
 
-    def reference(x):
-        return qnt_reference(x, Q)
+    def reference(x, q):
+        return qnt_reference(x, q)
 
     yield "eager reference", reference
     yield "torch.compile(reference)", torch.compile(reference, dynamic=False)
     for backend in gcln_fast.available_backends(device):
         if backend != "reference":
-            yield f"gcln_fast {backend}", functools.partial(gcln_fast.qnt, q=Q, backend=backend)
-    yield "x.clone()", torch.clone
+            yield f"gcln_fast {backend}", functools.partial(gcln_fast.qnt, backend=backend)
+    yield "x.clone()", lambda x, q: x.clone()
+
+
+MODES = {
+    # pass name -> (needs grad, q): the trainable pass also runs the fused grad_q kernel.
+    "forward": (False, "number"),
+    "forward+backward": (True, "number"),
+    "forward+backward, trainable q": (True, "parameter"),
+}
 
 
 def time_call(fn, x, grad, mode: str, device: torch.device, min_run_time: float, threads: int) -> float:
     """Median seconds per call (torch.utils.benchmark handles CUDA sync and thread pinning)."""
-    if mode == "forward":
+    needs_grad, q_kind = MODES[mode]
+    q = torch.tensor(Q, device=device, requires_grad=True) if q_kind == "parameter" else Q
+    if not needs_grad:
 
         def call():
             with torch.no_grad():
-                fn(x)
+                fn(x, q)
     else:
         xg = x.detach().requires_grad_()
 
         def call():
-            fn(xg).backward(grad)
+            fn(xg, q).backward(grad)
             xg.grad = None
+            if q_kind == "parameter":
+                q.grad = None
 
     for _ in range(3):  # warm-up: compilation, autotuning, allocator
         call()
@@ -151,7 +163,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--shapes", default=None, help="comma-separated NxCxHxW (default: the issue's shapes)")
-    parser.add_argument("--modes", nargs="+", default=["forward", "forward+backward"], choices=["forward", "forward+backward"])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls per entry")
     parser.add_argument("--json", type=Path, default=Path("results/bench_qnt.json"))

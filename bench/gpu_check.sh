@@ -9,7 +9,8 @@
 #   [2/4] build     pip install -e ".[test]" with TORCH_CUDA_ARCH_LIST = this GPU's capability
 #   [3/4] test      the CUDA kernel tests first (tests/test_qnt_cuda.py, -x), then the rest
 #                   of the suite; CUDA and compiled-Triton tests are active (no TRITON_INTERPRET)
-#   [4/4] bench     bench/bench_qnt.py --device cuda -> results/gpu_bench.{json,md}
+#   [4/4] bench     bench/bench_qnt.py --device cuda -> results/gpu_bench.{json,md}, then
+#                   bench/bench_triton_variants.py (the Triton kernel forms side by side)
 #
 # Time: the whole run is bounded by T_TOTAL (default 470 s, under 8 minutes).
 # Every phase has its own limit (T_INSTALL, T_BUILD, T_TEST_CUDA, T_TEST_REST,
@@ -32,7 +33,7 @@ T_INSTALL=${T_INSTALL:-240}
 T_BUILD=${T_BUILD:-180}
 T_TEST_CUDA=${T_TEST_CUDA:-150}
 T_TEST_REST=${T_TEST_REST:-150}
-T_BENCH=${T_BENCH:-120}
+T_BENCH=${T_BENCH:-180}
 read -r -a EXTRA_PYTEST <<< "${PYTEST_ARGS:-}"
 read -r -a EXTRA_BENCH <<< "${BENCH_ARGS:-}"
 MARKERS=()
@@ -107,8 +108,9 @@ run test-rest "$T_TEST_REST" 90 "$PY" -m pytest -q -rs "${MARKERS[@]}" tests --i
 
 phase 4/4 "bench: bench/bench_qnt.py --device cuda"
 mkdir -p results
-run bench "$T_BENCH" 0 "$PY" bench/bench_qnt.py --device cuda --json results/gpu_bench.json --md results/gpu_bench.md \
+run bench "$T_BENCH" 60 "$PY" bench/bench_qnt.py --device cuda --json results/gpu_bench.json --md results/gpu_bench.md \
   "${EXTRA_BENCH[@]}"
+run bench-triton-variants 60 0 "$PY" bench/bench_triton_variants.py --shapes 64x3x512x512
 
 phase done "total $((SECONDS - START))s"
 if [ "${#FAILED[@]}" -ne 0 ]; then
