@@ -98,7 +98,6 @@ def apgd(
     momentum=0.75,
     eot=1,
     generator: torch.Generator | None = None,
-    **_unused,
 ):
     """APGD-CE / APGD-DLR (``loss="ce"`` / ``"dlr"``), L-inf.
 
@@ -154,7 +153,6 @@ def apgd_t(
     momentum=0.75,
     eot=1,
     generator: torch.Generator | None = None,
-    **_unused,
 ):
     """APGD-T: the untargeted goal (``y`` = true labels) reached by targeted APGD-DLR runs against
     each image's ``n_target_classes`` most likely wrong classes in turn (as in AutoAttack)."""

@@ -19,7 +19,6 @@ def cw_l2(
     search_steps=1,
     eps=None,
     targeted=False,
-    **_unused,
 ):
     """C&W-L2: minimise ``||x' - x||_2^2 + c * max(Z_y - max_{j!=y} Z_j, -kappa)`` over
     ``x' = (tanh(w) + 1) / 2`` with Adam (targeted: ``max(max_{j!=t} Z_j - Z_t, -kappa)``).

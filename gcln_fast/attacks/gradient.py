@@ -17,11 +17,11 @@ from ._common import (
 )
 
 
-def fgsm(model, x, y, *, eps=8 / 255, targeted=False, eot=1, loss="ce", **_unused):
+def fgsm(model, x, y, *, eps=8 / 255, targeted=False, eot=1, loss="ce", generator=None):
     """Fast Gradient Sign (Goodfellow et al. 2014): ``x + eps * sign(grad)`` (minus for targeted).
 
     ``y`` holds true labels (untargeted) or target classes (``targeted=True``). Returns a detached
-    tensor inside the eps-ball and [0, 1].
+    tensor inside the eps-ball and [0, 1]. ``generator`` is accepted for a uniform interface (unused).
     """
     check_inputs(model, x, y)
     eps = check_number("eps", eps, minimum=0.0)
@@ -42,9 +42,9 @@ def _iterate(model, x, y, x_adv, *, eps, step, steps, targeted, eot, loss_fn):
     return x_adv
 
 
-def bim(model, x, y, *, eps=8 / 255, step=1 / 255, steps=10, targeted=False, eot=1, loss="ce", **_unused):
+def bim(model, x, y, *, eps=8 / 255, step=1 / 255, steps=10, targeted=False, eot=1, loss="ce", generator=None):
     """Basic Iterative Method (Kurakin et al. 2016): ``steps`` FGSM steps of size ``step`` from ``x``,
-    each projected into the eps-ball and [0, 1]. Returns the last iterate."""
+    each projected into the eps-ball and [0, 1]. Returns the last iterate (``generator``: unused)."""
     check_inputs(model, x, y)
     eps = check_number("eps", eps, minimum=0.0)
     step = check_number("step", step, minimum=0.0, strict=True)
@@ -72,7 +72,6 @@ def pgd(
     eot=1,
     loss="ce",
     generator: torch.Generator | None = None,
-    **_unused,
 ):
     """Projected Gradient Descent (Madry et al. 2018): uniform random start in the eps-ball, then
     ``steps`` sign-gradient steps of size ``step`` with projection. Returns the last iterate; with
