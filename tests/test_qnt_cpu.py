@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import gcln_fast
 from gcln_fast.reference import qnt_reference
 
-from helpers import assert_qnt_close
+from helpers import assert_qnt_close, check_compile_fullgraph, make_q, rand
 
 pytestmark = pytest.mark.skipif("cpu" not in gcln_fast.available_backends("cpu"), reason="C++ extension not built")
 
@@ -16,19 +16,6 @@ SHAPES = [(1, 1, 1, 1), (2, 3, 7, 9), (1, 2, 33, 65), (3, 3, 32, 32), (2, 1, 15,
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-def make_q(form, channels, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    if form == "scalar":
-        return 10.0
-    if form == "tensor0d":
-        return torch.tensor(6.5)
-    if form == "freq":
-        return torch.rand(8, 8, generator=g) * 30 + 2
-    return torch.rand(channels, 8, 8, generator=g) * 30 + 2
-
-
-def rand(shape, dtype=torch.float32, seed=0):
-    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -124,25 +111,7 @@ def test_opcheck(shape, cq, q_requires_grad):
 
 @pytest.mark.parametrize("trainable", [False, True])
 def test_torch_compile_fullgraph_matches_eager(trainable):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 3, 3, padding=1),
-        torch.nn.Sigmoid(),
-        gcln_fast.QuantizedDCT(10.0, per_frequency=True, trainable=trainable),
-        torch.nn.Conv2d(3, 2, 3, padding=1),
-    )
-    x = rand((2, 3, 20, 20))
-    compiled = torch.compile(model, fullgraph=True, backend="inductor")
-    y_eager, y_comp = model(x), compiled(x)
-    torch.testing.assert_close(y_comp, y_eager, atol=1e-4, rtol=1e-4)
-    if trainable:
-        q_param = model[2].parametrizations.q.original
-        grads = []
-        for fn in (model, compiled):
-            q_param.grad = None
-            fn(x).square().sum().backward()
-            grads.append(q_param.grad.clone())
-        torch.testing.assert_close(grads[1], grads[0], atol=1e-4, rtol=1e-3)
+    check_compile_fullgraph('cpu', "cpu", trainable)
 
 
 @settings(max_examples=40, deadline=None)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import gcln_fast
 from gcln_fast.reference import dct_matrix, qnt_reference
 
-from helpers import assert_qnt_close
+from helpers import assert_qnt_close, check_compile_fullgraph, make_q, rand, randn
 
 
 def _skip_reason():
@@ -50,28 +50,11 @@ SHAPES = [
 ]
 
 
-def make_q(form, channels, seed=0):
-    """q in one of the accepted forms, on the CPU (see on_dev)."""
-    g = torch.Generator().manual_seed(seed)
-    if form == "scalar":
-        return 10.0
-    if form == "tensor0d":
-        return torch.tensor(6.5)
-    if form == "freq":
-        return torch.rand(8, 8, generator=g) * 30 + 2
-    return torch.rand(channels, 8, 8, generator=g) * 30 + 2
-
 
 def on_dev(q):
     return q.to(DEV) if isinstance(q, torch.Tensor) else q
 
 
-def rand(shape, dtype=torch.float32, seed=0):
-    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
-
-
-def randn(shape, dtype=torch.float32, seed=0):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
 def check_forward(x_cpu, q_cpu, scale=255.0, *, x_dev=None):
@@ -339,22 +322,4 @@ def test_direct_op_calls_are_checked():
 
 @pytest.mark.parametrize("trainable", [False, True])
 def test_torch_compile_fullgraph_matches_eager(trainable):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 3, 3, padding=1),
-        torch.nn.Sigmoid(),
-        gcln_fast.QuantizedDCT(10.0, per_frequency=True, trainable=trainable, backend="cuda"),
-        torch.nn.Conv2d(3, 2, 3, padding=1),
-    ).to(DEV)
-    x = rand((2, 3, 20, 20)).to(DEV)
-    compiled = torch.compile(model, fullgraph=True, backend="inductor")
-    y_eager, y_comp = model(x), compiled(x)
-    torch.testing.assert_close(y_comp, y_eager, atol=1e-4, rtol=1e-4)
-    if trainable:
-        q_param = model[2].parametrizations.q.original
-        grads = []
-        for fn in (model, compiled):
-            q_param.grad = None
-            fn(x).square().sum().backward()
-            grads.append(q_param.grad.clone())
-        torch.testing.assert_close(grads[1], grads[0], atol=1e-4, rtol=1e-3)
+    check_compile_fullgraph(DEV, "cuda", trainable)

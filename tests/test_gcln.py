@@ -1,0 +1,205 @@
+"""GCLN: G, D, the perceptual loss, training/checkpoint/resume, the on-the-fly clean set, load_generator."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from gcln_standins import ATTACKS, MIX, pgd, toy_data, trained_classifier
+from torch import nn
+
+from gcln_fast.gcln import Detector, Generator, PerceptualLoss, load_generator, train_gcln
+from gcln_fast.gcln.train import CleanBuffer, update_clean_buffer
+
+SMALL_G = {"width": 8, "blocks": 1}
+
+
+@pytest.fixture(scope="module")
+def toy():
+    x, y = toy_data(192)
+    return x, y, trained_classifier(x, y)
+
+
+@pytest.mark.parametrize("output", ["clamp", "sigmoid"])
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 3, 30, 26)])
+def test_generator_range_and_shape(output, shape):
+    g = Generator(q=10, output=output, qnt_features=True, **SMALL_G)
+    for p in g.tail.parameters():  # make the residual non-trivial
+        nn.init.normal_(p, std=0.5)
+    x = torch.rand(shape)
+    with torch.no_grad():
+        y = g(x)
+    assert y.shape == x.shape
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_generator_starts_as_qnt_and_uses_the_fused_op():
+    from gcln_fast import qnt
+
+    g = Generator(q=10, **SMALL_G)
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(g(x), qnt(x, 10).clamp(0, 1))
+    assert g.qnt.backend == "auto"
+
+
+def test_trainable_q_receives_gradient():
+    g = Generator(q=10, trainable_q=True, **SMALL_G)
+    for p in g.tail.parameters():
+        nn.init.normal_(p, std=0.1)
+    g(torch.rand(2, 3, 32, 32)).sum().backward()
+    grads = [p.grad for n, p in g.named_parameters() if "qnt" in n]
+    assert grads and all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+
+
+def test_detector_logits():
+    assert Detector(width=8)(torch.rand(5, 3, 32, 32)).shape == (5, 2)
+
+
+def test_perceptual_fallback_warns(toy, monkeypatch, tmp_path):
+    monkeypatch.setenv("GCLN_VGG19_WEIGHTS", str(tmp_path / "absent.pth"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    x, _, C = toy
+    with pytest.warns(UserWarning, match="VGG-19"):
+        loss = PerceptualLoss(C)
+    assert loss.source == "classifier"
+    out = x[:4].clone().requires_grad_(True)
+    val = loss(out, x[:4].flip(0))
+    val.backward()
+    assert val.item() > 0 and out.grad is not None
+    assert float(loss(x[:4], x[:4]).detach()) == 0.0
+    loss.remove()
+    with pytest.raises(FileNotFoundError):
+        PerceptualLoss(None)  # never a silent random network
+    with pytest.raises(FileNotFoundError):
+        PerceptualLoss(C, source="vgg19")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PerceptualLoss(C, source="classifier").remove()  # asked for explicitly: no warning
+
+
+class _Fixed(nn.Module):
+    """A 'classifier' predicting class 1 for images whose mean is above 0.5, else 0."""
+
+    def forward(self, x):
+        hi = (x.mean(dim=(1, 2, 3)) > 0.5).float()
+        return torch.stack([1 - hi, hi], dim=1)
+
+
+def test_clean_buffer_grows_only_with_correct_images():
+    buf = CleanBuffer(capacity=6)
+    imgs = torch.cat([torch.full((3, 3, 8, 8), 0.9), torch.full((3, 3, 8, 8), 0.1)])
+    labels = torch.tensor([1, 1, 0, 1, 0, 0])  # correct: 0, 1, 4, 5
+    correct = update_clean_buffer(buf, _Fixed(), imgs, labels)
+    assert correct.tolist() == [True, True, False, False, True, True]
+    assert buf.size == 4 and buf.added == 4
+    assert (_Fixed()(buf.images[: buf.size]).argmax(1) == torch.tensor([1, 1, 0, 0])).all()
+    update_clean_buffer(buf, _Fixed(), imgs, 1 - labels)  # now only 2 and 3 are right
+    assert buf.size == 6 and buf.added == 6  # bounded: FIFO, never beyond capacity
+    update_clean_buffer(buf, _Fixed(), imgs, torch.full((6,), 5))
+    assert buf.added == 6
+    state = buf.state_dict()
+    other = CleanBuffer(1)
+    other.load_state_dict(state)
+    assert other.size == 6 and torch.equal(other.images, buf.images)
+
+
+def _accuracy(model, x, y):
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def test_train_checkpoint_resume_evaluate(toy, tmp_path):
+    x, y, C = toy
+    kw = dict(out_dir=tmp_path, detector_epochs=1, batch_size=32, lr=2e-3, attack_mix=MIX, attack_fns=ATTACKS,
+              generator_kwargs=SMALL_G, detector_kwargs={"width": 8}, perceptual="classifier", progress=False, seed=3)
+    r1 = train_gcln(C, (x, y), epochs=1, **kw)
+    ck = tmp_path / "gcln.pt"
+    assert ck.is_file() and (tmp_path / "train_log.csv").is_file()
+    steps = 192 // 32
+    assert r1["steps"] == steps
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert [e["phase"] for e in hist["epochs"]] == [1, 2]
+    assert len(hist["steps"]) == 2 * steps
+    lines = (tmp_path / "train_log.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 2 * steps and "loss_g" in lines[0]
+    # the on-the-fly clean set only ever holds images that C classifies correctly
+    buf = r1["clean_buffer"]
+    assert buf.size > 0 and buf.added <= steps * 32
+    ci = buf.images[: buf.size]
+    assert _accuracy(C, ci, C(ci).argmax(1)) == 1.0
+    # resume: continues with epoch 2 only
+    r2 = train_gcln(C, (x, y), epochs=2, resume=True, **kw)
+    assert r2["steps"] == 2 * steps
+    assert [e["epoch"] for e in r2["history"]["epochs"]] == [1, 1, 2]
+    assert len(r2["history"]["steps"]) == 3 * steps
+    # resume when finished: nothing more is trained
+    r3 = train_gcln(C, (x, y), epochs=2, resume=True, **kw)
+    assert r3["steps"] == 2 * steps
+    # the checkpoint loads with weights_only=True and gives back the same G
+    raw = torch.load(ck, map_location="cpu", weights_only=True)
+    assert raw["epoch"] == 2 and raw["config"]["generator"]["width"] == 8
+    G = load_generator(ck)
+    assert not G.training
+    probe = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(G(probe), r3["generator"](probe))
+    # evaluate the defence: clean accuracy kept, oblivious attack (crafted on C alone) mostly undone
+    defended = nn.Sequential(G, C).eval()
+    x_adv = pgd(C, x, y, eps=8 / 255, step=2 / 255, steps=5)
+    assert _accuracy(defended, x, y) >= _accuracy(C, x, y) - 0.1
+    assert 0.0 <= _accuracy(defended, x_adv, y) <= 1.0
+
+
+def test_resume_refuses_a_different_generator(toy, tmp_path):
+    x, y, C = toy
+    kw = dict(out_dir=tmp_path, detector_epochs=0, epochs=0, batch_size=32, attack_mix=MIX, attack_fns=ATTACKS,
+              perceptual="classifier", progress=False)
+    train_gcln(C, (x, y), generator_kwargs=SMALL_G, **kw)
+    with pytest.raises(ValueError, match="generator"):
+        train_gcln(C, (x, y), generator_kwargs={"width": 4, "blocks": 1}, resume=True, **kw)
+
+
+def test_load_generator_roundtrip(tmp_path):
+    from gcln_fast.gcln.train import FORMAT
+    from gcln_fast.utils.checkpoint import atomic_save
+
+    g = Generator(q=7, trainable_q=True, **SMALL_G)
+    for p in g.tail.parameters():
+        nn.init.normal_(p, std=0.1)
+    atomic_save({"format": FORMAT, "config": {"generator": g.config}, "generator": g.state_dict()}, tmp_path / "g.pt")
+    g2 = load_generator(tmp_path / "g.pt")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(g2(x), g.eval()(x))
+    assert abs(float(g2.q) - 7) < 1e-4
+    with pytest.raises(ValueError):
+        atomic_save({"format": "other"}, tmp_path / "bad.pt")
+        load_generator(tmp_path / "bad.pt")
+
+
+def test_plots_write_png_and_json(toy, tmp_path):
+    from gcln_fast.gcln import plots
+
+    x, y, C = toy
+    G = Generator(q=10, **SMALL_G).eval()
+    hist = {"epochs": [{"phase": 1, "epoch": 1, "loss_d": 0.6, "d_acc": 0.6}]
+            + [{"phase": 2, "epoch": e, "loss_g": 1.0 / e, "loss_d": 0.6, "loss_p": 0.1, "loss_a": 0.7, "d_acc": 0.5,
+                "acc_recovered": 0.5 + 0.1 * e, "acc_clean_through_g": 0.9, "acc_attacked_no_defence": 0.1} for e in (1, 2)],
+            "steps": [{"phase": 1, "step": 1, "loss_d": 0.7}]
+            + [{"phase": 2, "step": s, "loss_g": 1.0, "loss_d": 0.6, "loss_p": 0.1, "loss_a": 0.7} for s in (2, 3, 4)]}
+    out = plots.plot_training(hist, tmp_path)
+    assert out["png"].stat().st_size > 0 and json.loads(out["json"].read_text())["epoch"] == [1, 2]
+    xs, ys = x[:8], y[:8]
+    it = plots.accuracy_vs_iterations({"No defence": None, "GCLN": G}, C, xs, ys, iterations=(1, 3), out_dir=tmp_path)
+    assert set(it["accuracy"]) == {"No defence", "GCLN"} and (tmp_path / "accuracy_vs_bpda_iterations.png").is_file()
+    # the one-run trace equals separate PGD runs of each length (same start, fixed step)
+    t = plots.bpda_pgd_trace(C, xs, ys, iterations=(1, 3), seed=5)
+    assert t[3] == plots.bpda_pgd_trace(C, xs, ys, iterations=(3,), seed=5)[3]
+    qd = plots.accuracy_vs_q(C, xs, ys, qs=(5, 10), generators={10: G}, iterations=2, out_dir=tmp_path)
+    assert qd["q"] == [5.0, 10.0] and qd["gcln_q"] == [10.0] and (tmp_path / "accuracy_vs_q.json").is_file()
+    xa = pgd(C, xs, ys)
+    with torch.no_grad():
+        g = plots.image_grid(xs, xa, G(xa), tmp_path / "grid.png", labels=ys, classifier=C)
+    assert g["png"].is_file() and g["json"].is_file()
