@@ -22,18 +22,9 @@ import functools
 import sys
 
 import torch
+from bench_qnt import parse_shapes  # bench/ is on sys.path when a script here runs
 
 FORMS = [("dot", "ieee"), ("dot", "tf32x3"), ("separable", "ieee"), ("butterfly", "ieee")]
-
-
-def parse_shapes(text: str) -> list[tuple[int, ...]]:
-    shapes = []
-    for item in text.split(","):
-        dims = tuple(int(v) for v in item.lower().split("x"))
-        if len(dims) != 4 or min(dims) < 1:
-            raise SystemExit(f"--shapes: expected NxCxHxW items, got {item!r}")
-        shapes.append(dims)
-    return shapes
 
 
 def bench_case(qt, shape, dtype_name: str, q_form: str, with_grad_q: bool) -> None:

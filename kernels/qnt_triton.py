@@ -207,6 +207,25 @@ def _inverse_transform(z, A, B, SEP: tl.constexpr, PRECISION: tl.constexpr):
     return v
 
 
+@triton.jit
+def _load_tile_dct(
+    x_ptr, tile, M, CPG, H, W, Hb, Wb, g, sxn, sxc, sxh, sxw, scale, A, B,
+    BLOCKS: tl.constexpr, SEP: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Both kernels' start on a tile of group ``g``: (valid, n, c, row, col, k, z), with ``row`` /
+    ``col`` the pixel and ``k`` the coefficient index of each element, ``z`` the DCT of ``scale * x``."""
+    blk, r, cc = _tile_index(tile, BLOCKS, SEP)
+    valid = blk < M
+    n, c, bh, bw = _block_coords(blk, CPG, Hb, Wb, g)
+    row = bh * 8 + r
+    col = bw * 8 + cc
+    # Replicate the edges: clamp the load indices (padded pixels are computed, never stored).
+    x_off = n * sxn + c * sxc + tl.minimum(row, H - 1) * sxh + tl.minimum(col, W - 1) * sxw
+    u = tl.load(x_ptr + x_off, mask=valid, other=0.0).to(tl.float32) * scale
+    z = _forward_transform(u, A, B, SEP, PRECISION)
+    return valid, n, c, row, col, r * 8 + cc, z
+
+
 # --------------------------------------------------------------------------- kernels
 
 
@@ -227,17 +246,9 @@ def _qnt_fwd_kernel(
     A, B = _matrices(SEP)
     pid = tl.program_id(0)
     for i in range(TILES):
-        tile = pid * TILES + i
-        blk, r, cc = _tile_index(tile, BLOCKS, SEP)
-        valid = blk < M
-        n, c, bh, bw = _block_coords(blk, C, Hb, Wb, 0)
-        row = bh * 8 + r
-        col = bw * 8 + cc
-        # Replicate the edges: clamp the load indices (padded pixels are computed, never stored).
-        x_off = n * sxn + c * sxc + tl.minimum(row, H - 1) * sxh + tl.minimum(col, W - 1) * sxw
-        u = tl.load(x_ptr + x_off, mask=valid, other=0.0).to(tl.float32) * scale
-        z = _forward_transform(u, A, B, SEP, PRECISION)
-        k = r * 8 + cc
+        valid, n, c, row, col, k, z = _load_tile_dct(
+            x_ptr, pid * TILES + i, M, C, H, W, Hb, Wb, 0, sxn, sxc, sxh, sxw, scale, A, B, BLOCKS, SEP, PRECISION
+        )
         # The mask makes q a full tile (in the tile's layout) also when it is
         # shared; a broadcast [1, 64] / [1, 8, 8] q leaves the quantization in
         # the separable form's replicated reduction layout (8x the divisions).
@@ -275,16 +286,9 @@ def _qnt_grad_q_kernel(
     else:
         acc = tl.zeros((64,), dtype=tl.float32)
     for i in range(TILES):
-        tile = pid * TILES + i
-        blk, r, cc = _tile_index(tile, BLOCKS, SEP)
-        valid = blk < M
-        n, c, bh, bw = _block_coords(blk, CPG, Hb, Wb, g)
-        row = bh * 8 + r
-        col = bw * 8 + cc
-        x_off = n * sxn + c * sxc + tl.minimum(row, H - 1) * sxh + tl.minimum(col, W - 1) * sxw
-        u = tl.load(x_ptr + x_off, mask=valid, other=0.0).to(tl.float32) * scale
-        z = _forward_transform(u, A, B, SEP, PRECISION)
-        k = r * 8 + cc
+        valid, n, c, row, col, k, z = _load_tile_dct(
+            x_ptr, pid * TILES + i, M, CPG, H, W, Hb, Wb, g, sxn, sxc, sxh, sxw, scale, A, B, BLOCKS, SEP, PRECISION
+        )
         # q is per channel exactly when the groups are the channels (CPG == 1).
         qv = tl.load(q_ptr + (g * 64) + k, mask=valid, other=1.0)
         t = tl.math.div_rn(z, qv)
@@ -361,24 +365,27 @@ def _gen_idct8(src: list[str], dst: list[str], tmp: str) -> list[str]:
     return lines
 
 
+def _gen_along(gen8, axis: int, src: str, dst: str, tmp: str) -> list[str]:
+    """``gen8`` on each of the 8 rows (``axis=1``: src{r}_{0..7} -> dst{r}_{0..7}, temporaries
+    tmp{r}) or columns (``axis=0``: src{0..7}_{c} -> dst{0..7}_{c}, temporaries tmp{c})."""
+
+    def name(p, i, j):  # i: which row / column, j: the position along it
+        return f"{p}{i}_{j}" if axis == 1 else f"{p}{j}_{i}"
+
+    lines = []
+    for i in range(8):
+        lines += gen8([name(src, i, j) for j in range(8)], [name(dst, i, j) for j in range(8)], f"{tmp}{i}")
+    return lines
+
+
 def _gen_dct2(p: str, out: str) -> list[str]:
     """2-D DCT of the 64 tensors p{r}_{c} into out{k1}_{k2}: rows (over c), then columns (over r)."""
-    lines = []
-    for r in range(8):
-        lines += _gen_dct8([f"{p}{r}_{c}" for c in range(8)], [f"{p}t{r}_{k}" for k in range(8)], f"{p}r{r}")
-    for k2 in range(8):
-        lines += _gen_dct8([f"{p}t{r}_{k2}" for r in range(8)], [f"{out}{k1}_{k2}" for k1 in range(8)], f"{p}c{k2}")
-    return lines
+    return _gen_along(_gen_dct8, 1, p, f"{p}t", f"{p}r") + _gen_along(_gen_dct8, 0, f"{p}t", out, f"{p}c")
 
 
 def _gen_idct2(p: str, out: str) -> list[str]:
     """2-D inverse DCT of p{k1}_{k2} into out{r}_{c}: columns (over k1), then rows (over k2)."""
-    lines = []
-    for k2 in range(8):
-        lines += _gen_idct8([f"{p}{k1}_{k2}" for k1 in range(8)], [f"{p}w{r}_{k2}" for r in range(8)], f"{p}ic{k2}")
-    for r in range(8):
-        lines += _gen_idct8([f"{p}w{r}_{k2}" for k2 in range(8)], [f"{out}{r}_{c}" for c in range(8)], f"{p}ir{r}")
-    return lines
+    return _gen_along(_gen_idct8, 0, p, f"{p}w", f"{p}ic") + _gen_along(_gen_idct8, 1, f"{p}w", out, f"{p}ir")
 
 
 @triton.jit
@@ -434,9 +441,17 @@ def _x_row(r: int) -> str:
     return f"tl.load(xb + tl.minimum(row0 + {r}, H - 1)[:, None] * sxh, mask=valid[:, None], other=0.0).to(tl.float32) * scale"
 
 
-def _q_row(qoffset: str):
-    # masked with the blocks so that q is a full [B, 8] tile like the data
-    return lambda r: f"tl.load(q_ptr + ({qoffset})[:, None] + {r * 8} + cols, mask=valid[:, None], other=1.0)"
+def _gen_coefficients_and_q(qoffset: str) -> list[str]:
+    """Both kernels' start: the DCT coefficients z{k1}_{k2} of the scaled x block and the table
+    entries q{k1}_{k2} at offset ``qoffset`` (masked with the blocks so that q is a full [B, 8]
+    tile like the data)."""
+    lines = _gen_rows("u", _x_row)
+    lines += _gen_dct2("u", "z")
+    lines.append(f"qoff = {qoffset}")
+    lines += _gen_rows(
+        "q", lambda r: f"tl.load(q_ptr + (qoff)[:, None] + {r * 8} + cols, mask=valid[:, None], other=1.0)"
+    )
+    return lines
 
 
 def _generate_butterfly_source() -> str:
@@ -452,10 +467,7 @@ def _generate_butterfly_source() -> str:
         "    g = 0",
         _BUTTERFLY_PROLOGUE.rstrip("\n"),
     ]
-    body = _gen_rows("u", _x_row)
-    body += _gen_dct2("u", "z")
-    body.append("qoff = c * 64 if Q_PER_CHANNEL else c * 0")
-    body += _gen_rows("q", _q_row("qoff"))
+    body = _gen_coefficients_and_q("c * 64 if Q_PER_CHANNEL else c * 0")
     for k1 in range(8):
         for k2 in range(8):
             body.append(f"z{k1}_{k2} = _rint(tl.math.div_rn(z{k1}_{k2}, q{k1}_{k2}), USE_LIBDEVICE) * q{k1}_{k2}")
@@ -480,10 +492,7 @@ def _generate_butterfly_source() -> str:
     ]
     gq += [f"    acc{k1} = tl.zeros((8,), dtype=tl.float32)" for k1 in range(8)]
     gq.append(_BUTTERFLY_PROLOGUE.rstrip("\n"))
-    body = _gen_rows("u", _x_row)
-    body += _gen_dct2("u", "z")
-    body.append("qoff = g * 64 + c * 0")
-    body += _gen_rows("q", _q_row("qoff"))
+    body = _gen_coefficients_and_q("g * 64 + c * 0")
     for k1 in range(8):
         for k2 in range(8):
             body.append(f"t{k1}_{k2} = tl.math.div_rn(z{k1}_{k2}, q{k1}_{k2})")

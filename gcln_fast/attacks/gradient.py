@@ -44,18 +44,9 @@ def _iterate(model, x, y, x_adv, *, eps, step, steps, targeted, eot, loss_fn):
 
 def bim(model, x, y, *, eps=8 / 255, step=1 / 255, steps=10, targeted=False, eot=1, loss="ce", generator=None):
     """Basic Iterative Method (Kurakin et al. 2016): ``steps`` FGSM steps of size ``step`` from ``x``,
-    each projected into the eps-ball and [0, 1]. Returns the last iterate (``generator``: unused)."""
-    check_inputs(model, x, y)
-    eps = check_number("eps", eps, minimum=0.0)
-    step = check_number("step", step, minimum=0.0, strict=True)
-    steps = check_int("steps", steps)
-    eot = check_int("eot", eot)
-    loss_fn = get_loss(loss)
-    x = x.detach()
-    if eps == 0:
-        return x.clone()
-    with frozen(model):
-        return _iterate(model, x, y, x.clone(), eps=eps, step=step, steps=steps, targeted=targeted, eot=eot, loss_fn=loss_fn)
+    each projected into the eps-ball and [0, 1]. Returns the last iterate (``generator``: unused).
+    It is :func:`pgd` without the random start."""
+    return pgd(model, x, y, eps=eps, step=step, steps=steps, targeted=targeted, random_start=False, eot=eot, loss=loss)
 
 
 def pgd(

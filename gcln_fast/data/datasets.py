@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .embedded import DEFAULT_ROOT as EMBEDDED_ROOT
-from .embedded import EmbeddedDigits
+from .embedded import EmbeddedDigits, InMemoryImages
 
 DATASETS = ("embedded", "cifar10", "svhn", "folder")
 NUM_CLASSES = {"embedded": 10, "cifar10": 10, "svhn": 10}
@@ -41,7 +41,7 @@ def default_root(name: str) -> Path:
     return EMBEDDED_ROOT.expanduser() if name == "embedded" else Path("~/.cache/gcln_fast").expanduser() / name
 
 
-class ArrayDataset(Dataset):
+class ArrayDataset(InMemoryImages):
     """uint8 NCHW images + int64 labels held in memory; items are float tensors in [0, 1]."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, name: str, split: str, classes=None):
@@ -52,15 +52,6 @@ class ArrayDataset(Dataset):
         self.name, self.split = name, split
         self.allows_hflip = ALLOWS_HFLIP.get(name, False)
         self.classes = classes if classes is not None else [str(i) for i in range(NUM_CLASSES.get(name, 10))]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return torch.from_numpy(self.images[i]).float().div_(255.0), int(self.labels[i])
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.images, self.labels
 
 
 def _missing(name: str, root: Path, files: list[str], hint: str) -> FileNotFoundError:

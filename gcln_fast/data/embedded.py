@@ -297,7 +297,21 @@ def load_or_generate(root=None, size: int | None = None, seed: int = 0, split: s
     return x, y, path
 
 
-class EmbeddedDigits(Dataset):
+class InMemoryImages(Dataset):
+    """Base of the in-memory datasets: ``images`` uint8 (N, 3, H, W) and ``labels`` int64 (N);
+    items are ``(float32 image in [0, 1], int label)``."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.images[i]).float().div_(255.0), int(self.labels[i])
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.images, self.labels
+
+
+class EmbeddedDigits(InMemoryImages):
     """The rendered house-number dataset; items ``(float32 (3,32,32) in [0,1], int label)``.
 
     ``images`` (uint8, N x 3 x 32 x 32) and ``labels`` (int64, N) hold the whole split.
@@ -310,12 +324,3 @@ class EmbeddedDigits(Dataset):
     def __init__(self, root=None, split: str = "train", size: int | None = None, seed: int = 0):
         self.split, self.seed = split, seed
         self.images, self.labels, self.cache_file = load_or_generate(root, size, seed, split)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return torch.from_numpy(self.images[i]).float().div_(255.0), int(self.labels[i])
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.images, self.labels

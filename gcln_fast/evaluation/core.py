@@ -3,6 +3,7 @@ per-image worst case, and the gradient-masking sanity checks."""
 
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 import time
@@ -86,14 +87,21 @@ def gradient_stats(model, X, Y, *, batch_size, device) -> dict:
     return {"finite": finite, "zero_fraction": zero / max(count, 1), "mean_abs": total_abs / max(count, 1)}
 
 
+def _pgd_accuracy(model, X, Y, *, settings, batch_size, device, seed, sweep, value) -> float:
+    """Accuracy of ``model`` under PGD with ``settings`` at one point (``value``) of a ``sweep``;
+    the attack is seeded with ``(seed, sweep, value)``, the evaluation with ``(seed, sweep-eval, value)``."""
+    adv = craft_all("pgd", model, X, Y, settings=settings, batch_size=batch_size, device=device, seed=derive_seed(seed, sweep, value))
+    ok = correct(model, adv, Y, batch_size=batch_size, device=device, seed=derive_seed(seed, f"{sweep}-eval", value))
+    return float(ok.float().mean())
+
+
 def eps_sweep(model, X, Y, *, settings, eps_list, batch_size, device, seed) -> list[float]:
     """Adaptive PGD accuracy at each eps (``settings.steps`` iterations, step ``max(step, 2.5 eps / steps)``)."""
     accs = []
     for e in eps_list:
         step = max(settings.step, 2.5 * e / settings.steps)
         s = settings.replace(eps=e, step=step)
-        adv = craft_all("pgd", model, X, Y, settings=s, batch_size=batch_size, device=device, seed=derive_seed(seed, "eps", e))
-        accs.append(float(correct(model, adv, Y, batch_size=batch_size, device=device, seed=derive_seed(seed, "eps-eval", e)).float().mean()))
+        accs.append(_pgd_accuracy(model, X, Y, settings=s, batch_size=batch_size, device=device, seed=seed, sweep="eps", value=e))
     return accs
 
 
@@ -102,9 +110,21 @@ def iteration_sweep(model, X, Y, *, settings, iterations, batch_size, device, se
     accs = []
     for it in iterations:
         s = settings.replace(steps=it)
-        adv = craft_all("pgd", model, X, Y, settings=s, batch_size=batch_size, device=device, seed=derive_seed(seed, "iters", it))
-        accs.append(float(correct(model, adv, Y, batch_size=batch_size, device=device, seed=derive_seed(seed, "iters-eval", it)).float().mean()))
+        accs.append(_pgd_accuracy(model, X, Y, settings=s, batch_size=batch_size, device=device, seed=seed, sweep="iters", value=it))
     return accs
+
+
+def _keeps_rng_state(fn):
+    """``fn`` run inside ``torch.random.fork_rng``: the caller's RNG state (CPU and the current
+    CUDA device) is left as it was."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _check_inputs(defences, classifier, substitute, X, Y):
@@ -125,6 +145,7 @@ def _check_inputs(defences, classifier, substitute, X, Y):
         raise ValueError("X is empty")
 
 
+@_keeps_rng_state
 def evaluate(
     defences: dict,
     classifier: nn.Module,
@@ -163,36 +184,6 @@ def evaluate(
     for a fixed ``seed`` and batch size; the caller's RNG state is left as it was. Returns a
     JSON-serialisable dict (see ``write_report``).
     """
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
-        return _evaluate(
-            defences, classifier, substitute, X, Y, settings=settings, batch_size=batch_size, seed=seed, device=device,
-            oblivious=oblivious, adaptive=adaptive, transfer=transfer, sanity=sanity, sanity_subset=sanity_subset,
-            tolerance=tolerance, zero_threshold=zero_threshold, progress=progress, meta=meta,
-        )
-
-
-def _evaluate(
-    defences: dict,
-    classifier: nn.Module,
-    substitute: nn.Module | None,
-    X: torch.Tensor,
-    Y: torch.Tensor,
-    *,
-    settings: AttackSettings | str | None = None,
-    batch_size: int = 128,
-    seed: int = 0,
-    device=None,
-    oblivious=DEFAULT_OBLIVIOUS,
-    adaptive=DEFAULT_ADAPTIVE,
-    transfer=DEFAULT_TRANSFER,
-    sanity: bool = True,
-    sanity_subset: int = 64,
-    tolerance: float = 0.01,
-    zero_threshold: float = 0.10,
-    progress: bool = True,
-    meta: dict | None = None,
-) -> dict:
     _check_inputs(defences, classifier, substitute, X, Y)
     settings = get_settings(settings)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -243,10 +234,9 @@ def _evaluate(
 
         ok_clean = correct(defended, X, Y, batch_size=batch_size, device=device, seed=evseed("clean"))
         ok = {"oblivious": {}, "adaptive": {}, "transfer": {}}
-        for a, adv in obl_adv.items():
-            ok["oblivious"][a] = correct(defended, adv, Y, batch_size=batch_size, device=device, seed=evseed("oblivious", a))
-        for a, adv in tr_adv.items():
-            ok["transfer"][a] = correct(defended, adv, Y, batch_size=batch_size, device=device, seed=evseed("transfer", a))
+        for group, shared_adv in (("oblivious", obl_adv), ("transfer", tr_adv)):
+            for a, adv in shared_adv.items():
+                ok[group][a] = correct(defended, adv, Y, batch_size=batch_size, device=device, seed=evseed(group, a))
         for a in adaptive:
             if isinstance(defence, nn.Identity) and a in obl_adv and settings.eot == 1:
                 adv = obl_adv[a]  # no defence: the adaptive attack is the oblivious one
