@@ -23,8 +23,10 @@ def add_parser(subparsers, name: str = "train"):
     p.add_argument("--trainable-q", action="store_true", help="learn the quantization step")
     p.add_argument("--qnt-features", action="store_true", help="also quantize G's intermediate feature maps")
     p.add_argument("--width", type=int, default=32, help="G's base width")
+    p.add_argument("--plain-detector", action="store_true",
+                   help="D reads the image only (no fixed high-pass residual input); see gcln_fast.gcln.demo")
     p.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--lambda", dest="lam", type=float, default=0.5, help="weight of L_P in L_G (eq. 3)")
     p.add_argument("--adaptive", action="store_true", help="craft G's training examples through the current G too")
     p.add_argument("--vgg-weights", default=None, help="local vgg19-dcbb9e9d.pth (never downloaded)")
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         q=args.q,
         trainable_q=args.trainable_q,
         generator_kwargs={"width": args.width, "qnt_features": args.qnt_features},
+        detector_kwargs={"highpass": not args.plain_detector},
         batch_size=args.batch_size,
         lr=args.lr,
         lam=args.lam,

@@ -1,12 +1,14 @@
 """Losses of GCLN (eqs. 3-5 of the paper).
 
 * ``PerceptualLoss``: ``L_P = ||F(x_o) - F(G(x*))||_2`` implemented as the
-  **mean squared feature distance**, averaged over the chosen layers (each
-  layer's MSE is a mean over its elements, so layers of different size weigh
-  the same). ``F`` is VGG-19 (ImageNet weights, read from a local file only,
+  **mean squared feature distance**, averaged over the chosen layers; by
+  default (``normalize=True``) each layer's MSE is divided by the mean square
+  of the target's features, i.e. a relative squared error, so layers and
+  networks of any scale weigh alike and ``lambda`` means the same whichever
+  network supplies ``F``. ``F`` is VGG-19 (ImageNet weights, read from a local file only,
   never downloaded); where those weights are absent, ``F`` falls back to the
   target classifier's own intermediate features (the outputs of its ``Conv2d``
-  layers) and says so with :func:`warnings.warn`. There is never a silent
+  layers and the pooled features its last ``Linear`` layer reads) and says so with :func:`warnings.warn`. There is never a silent
   random feature network: with neither weights nor a classifier it raises.
 * ``adversarial_loss``: ``L_A = CE(D(G(x*)), clean)`` (eq. 5).
 * ``generator_loss``: ``L_G = lambda * L_P + (1 - lambda) * L_A`` (eq. 3), lambda = 0.5 by default.
@@ -72,13 +74,21 @@ class PerceptualLoss(nn.Module):
             classifier with a warning), ``"vgg19"`` or ``"classifier"``.
         vgg_layers: indices of ``vgg19().features`` whose outputs are compared.
         pixel_weight: optional extra weight on a pixel MSE term (0: the paper's loss).
+        penultimate: with the classifier fallback, also compare the input of the classifier's
+            last ``nn.Linear`` (its pooled penultimate features), not only the ``Conv2d`` outputs.
+        squared: ``True``: mean squared distance; ``False``: the L2 norm of eq. 4 (per image).
+        normalize: divide each layer's MSE by the mean square of the target's features
+            (a relative feature error, so layers and networks of any scale weigh alike).
 
     ``forward(output, target)``: features of ``target`` are computed without
     gradient; the loss is differentiable with respect to ``output``.
     """
 
-    def __init__(self, classifier: nn.Module | None = None, *, weights=None, source: str = "auto", vgg_layers=DEFAULT_VGG_LAYERS, pixel_weight: float = 0.0):
+    def __init__(self, classifier: nn.Module | None = None, *, weights=None, source: str = "auto", vgg_layers=DEFAULT_VGG_LAYERS,
+                 pixel_weight: float = 0.0, normalize: bool = True, penultimate: bool = True, squared: bool = True):
         super().__init__()
+        self.squared = bool(squared)
+        self.normalize = bool(normalize)
         if source not in ("auto", "vgg19", "classifier"):
             raise ValueError(f"source must be 'auto', 'vgg19' or 'classifier', got {source!r}")
         self.pixel_weight = float(pixel_weight)
@@ -106,19 +116,27 @@ class PerceptualLoss(nn.Module):
                 warnings.warn(
                     f"VGG-19 ImageNet weights not found ({VGG19_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'} "
                     "or $GCLN_VGG19_WEIGHTS); the perceptual loss uses the target classifier's own "
-                    "intermediate (Conv2d) features instead",
+                    "intermediate features (its Conv2d outputs and penultimate features) instead",
                     stacklevel=2,
                 )
             self.source = "classifier"
             convs = [m for m in classifier.modules() if isinstance(m, nn.Conv2d)]
             if not convs:
                 raise ValueError("the classifier has no Conv2d layers to take features from")
-            # not registered as a submodule: the classifier is not part of this loss's state
+            # not registered as a submodule: the classifier is not part of this loss's state, and its
+            # parameters are left as the caller set them (train_gcln freezes C while it trains)
             object.__setattr__(self, "net", classifier)
             for m in convs:
                 self._hooks.append(m.register_forward_hook(self._capture))
+            linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
+            if penultimate and linears:  # the pooled features the classifier's last layer reads
+                self._hooks.append(linears[-1].register_forward_pre_hook(self._capture_input))
         for p in self.parameters():
             p.requires_grad_(False)
+
+    def _capture_input(self, module, inputs):
+        if self._store is not None:
+            self._store.append(inputs[0])
 
     def _capture(self, module, inputs, output):
         if self._store is not None:
@@ -146,7 +164,20 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad():
             ft = [f.detach().clone() for f in self.features(target)]
         fo = self.features(output)
-        loss = sum(F.mse_loss(a.float(), b.float()) for a, b in zip(fo, ft)) / len(ft)
+        terms = []
+        for a, b in zip(fo, ft, strict=True):
+            a, b = a.float(), b.float()
+            if self.squared:
+                term = F.mse_loss(a, b)
+                if self.normalize:  # relative error: each layer's MSE over the target's mean square
+                    term = term / (b.pow(2).mean() + 1e-8)
+            else:  # eq. 4 literally: the L2 norm of the feature difference, per image, then the mean
+                diff = (a - b).flatten(1).norm(dim=1)
+                if self.normalize:
+                    diff = diff / (b.flatten(1).norm(dim=1) + 1e-6)
+                term = diff.mean()
+            terms.append(term)
+        loss = sum(terms) / len(terms)
         if self.pixel_weight:
             loss = loss + self.pixel_weight * F.mse_loss(output.float(), target.float())
         return loss

@@ -181,7 +181,7 @@ def _frozen(*modules):
     try:
         yield
     finally:
-        for p, f in zip(params, flags):
+        for p, f in zip(params, flags, strict=True):
             p.requires_grad_(f)
 
 
@@ -194,7 +194,7 @@ def _craft(model, x, y, mix, fns, gen):
         parts = list(perm.chunk(len(mix)))
     out = x.clone()
     with torch.enable_grad():
-        for spec, idx in zip(mix, parts):
+        for spec, idx in zip(mix, parts, strict=False):
             if idx.numel() == 0:
                 continue
             idx = idx.to(x.device)
@@ -298,7 +298,7 @@ def train_gcln(
     generator_kwargs: dict | None = None,
     detector_kwargs: dict | None = None,
     batch_size: int = 64,
-    lr: float = 1e-3,
+    lr: float = 2e-3,
     lr_d: float | None = None,
     lam: float = 0.5,
     attack_mix=DEFAULT_ATTACK_MIX,
@@ -417,8 +417,8 @@ def train_gcln(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if device.type == "cuda" else None
-        Gw = DDP(G, device_ids=ids, broadcast_buffers=False)
-        Dw = DDP(D, device_ids=ids, broadcast_buffers=False)
+        Gw = DDP(G, device_ids=ids)
+        Dw = DDP(D, device_ids=ids)
 
     own_perceptual = isinstance(perceptual, str)
     if own_perceptual:
@@ -566,7 +566,7 @@ def train_gcln(
         dist.barrier()
     if rank == 0 and not ckpt_path.is_file():  # nothing to train (e.g. epochs=0): still leave a loadable G
         checkpoint()
-    for p, f in zip(C.parameters(), c_flags):
+    for p, f in zip(C.parameters(), c_flags, strict=True):
         p.requires_grad_(f)
     if own_perceptual and perceptual.source == "classifier":
         perceptual.remove()

@@ -1,0 +1,246 @@
+"""Figures of the paper, redrawn from this package's runs: PNG files (matplotlib, Agg) plus the JSON behind each.
+
+* :func:`plot_training` -- Fig. 4: losses of G and D per step / epoch, accuracies per epoch.
+* :func:`accuracy_vs_q` -- Fig. 3 (left): accuracy under white-box BPDA against the quantization step.
+  A GCLN point needs a G trained at that q; what is drawn for each q is said in the labels
+  (QNT alone at every q; QNT+G only at the q of the Gs passed in).
+* :func:`accuracy_vs_iterations` -- Fig. 3 (right): accuracy under BPDA-PGD with 10..100 iterations.
+* :func:`image_grid` -- the idea of Fig. 2: clean / attacked / cleaned images with C's predictions.
+
+BPDA here is PGD through ``nn.Sequential(defence, classifier)``: the QNT layer's backward is
+straight-through (the identity), which is exactly the BPDA approximation; G is differentiated
+as it is. The iteration sweep runs one PGD of the largest iteration count and scores the
+iterate after k steps: with a fixed step size and one random start, that iterate *is* the
+result of PGD with k iterations (same start, same steps), so one run gives every point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _write_json(obj, path: Path) -> Path:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+@torch.no_grad()
+def _accuracy(model, x, y, batch=256) -> float:
+    correct = 0
+    for i in range(0, x.shape[0], batch):
+        correct += int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
+    return correct / max(1, x.shape[0])
+
+
+def bpda_pgd_trace(model: nn.Module, x, y, *, eps=8 / 255, step=1 / 255, iterations=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
+                   batch=128, seed=0) -> dict[int, float]:
+    """Accuracy of ``model`` on the PGD iterate after each count in ``iterations`` (one run, see module docs)."""
+    iterations = sorted(int(i) for i in iterations)
+    wanted = set(iterations)
+    correct = {k: 0 for k in iterations}
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in model.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        for i in range(0, x.shape[0], batch):
+            x0, yb = x[i : i + batch].detach(), y[i : i + batch]
+            noise = (torch.rand(x0.shape, generator=gen) * 2 - 1).to(x0.device)
+            xa = (x0 + eps * noise).clamp(0, 1)
+            for k in range(1, iterations[-1] + 1):
+                xa.requires_grad_(True)
+                with torch.enable_grad():
+                    (g,) = torch.autograd.grad(F.cross_entropy(model(xa), yb), xa)
+                xa = torch.min(torch.max(xa.detach() + step * g.sign(), x0 - eps), x0 + eps).clamp(0, 1)
+                if k in wanted:
+                    with torch.no_grad():
+                        correct[k] += int((model(xa).argmax(1) == yb).sum())
+    finally:
+        for p, f in zip(params, flags, strict=True):
+            p.requires_grad_(f)
+    return {k: correct[k] / max(1, x.shape[0]) for k in iterations}
+
+
+def plot_training(history: dict, out_dir, name: str = "gcln_training") -> dict:
+    """Fig. 4: left, loss of G and D per step (phase 2; phase 1's D loss too); right, accuracies and L_G per epoch."""
+    plt = _plt()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = history.get("steps", [])
+    epochs = [e for e in history.get("epochs", []) if e.get("phase") == 2]
+    p1 = [s for s in steps if s.get("phase") == 1]
+    p2 = [s for s in steps if s.get("phase") == 2]
+    data = {
+        "phase1_step": [s["step"] for s in p1], "phase1_loss_d": [s["loss_d"] for s in p1],
+        "step": [s["step"] for s in p2], "loss_g": [s["loss_g"] for s in p2], "loss_d": [s["loss_d"] for s in p2],
+        "loss_p": [s["loss_p"] for s in p2], "loss_a": [s["loss_a"] for s in p2],
+        "epoch": [e["epoch"] for e in epochs],
+        "epoch_loss_g": [e["loss_g"] for e in epochs], "epoch_loss_d": [e["loss_d"] for e in epochs],
+        "epoch_acc_recovered": [e["acc_recovered"] for e in epochs],
+        "epoch_acc_clean_through_g": [e["acc_clean_through_g"] for e in epochs],
+        "epoch_acc_attacked_no_defence": [e["acc_attacked_no_defence"] for e in epochs],
+        "epoch_d_acc": [e["d_acc"] for e in epochs],
+        "note": "training-batch metrics: x* crafted against C during training (oblivious unless the run was adaptive)",
+    }
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    if p1:
+        a.plot(data["phase1_step"], data["phase1_loss_d"], color="tab:gray", lw=0.8, label="D loss (phase 1: D alone)")
+    a.plot(data["step"], data["loss_g"], lw=0.8, label="generative loss L_G")
+    a.plot(data["step"], data["loss_d"], lw=0.8, label="discriminative loss L_D")
+    a.plot(data["step"], data["loss_p"], lw=0.6, ls=":", label="perceptual L_P")
+    a.set_xlabel("step")
+    a.set_ylabel("loss")
+    a.set_title("GCLN losses")
+    a.legend(fontsize=8)
+    b.plot(data["epoch"], data["epoch_acc_recovered"], "o-", label="acc C(G(x*)) (train batches)")
+    b.plot(data["epoch"], data["epoch_acc_clean_through_g"], "s-", label="acc C(G(x)) clean")
+    b.plot(data["epoch"], data["epoch_acc_attacked_no_defence"], "^-", label="acc C(x*) no defence")
+    b.plot(data["epoch"], data["epoch_d_acc"], "x--", label="D accuracy")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy")
+    b.set_ylim(-0.02, 1.02)
+    b2 = b.twinx()
+    b2.plot(data["epoch"], data["epoch_loss_g"], "k:", label="L_G (epoch mean)")
+    b2.set_ylabel("L_G")
+    b.legend(fontsize=8, loc="lower left")
+    b.set_title("accuracy and total loss per epoch")
+    fig.tight_layout()
+    png = out_dir / f"{name}.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return {"png": png, "json": _write_json(data, out_dir / f"{name}.json")}
+
+
+def accuracy_vs_q(classifier: nn.Module, X, Y, *, qs=(2, 5, 10, 15, 20), generators: dict | None = None, eps=8 / 255,
+                  step=1 / 255, iterations=10, out_dir=None, name="accuracy_vs_q", seed=0) -> dict:
+    """Fig. 3 (left): BPDA-PGD accuracy against q, for QNT alone at every q and QNT+G where a G for that q is given.
+
+    ``generators``: ``{q: G}`` (each G holds its own QNT layer with that q).
+    """
+    from ..layer import QuantizedDCT
+
+    classifier = classifier.eval()
+    data = {"eps": eps, "step": step, "iterations": int(iterations), "n": int(X.shape[0]), "q": [], "qnt_alone_bpda": [],
+            "qnt_alone_clean": [], "gcln_q": [], "gcln_bpda": [], "gcln_clean": []}
+    none_acc = bpda_pgd_trace(classifier, X, Y, eps=eps, step=step, iterations=(iterations,), seed=seed)[iterations]
+    data["no_defence_bpda"] = none_acc
+    data["no_defence_clean"] = _accuracy(classifier, X, Y)
+    for q in qs:
+        m = nn.Sequential(QuantizedDCT(float(q)), classifier).eval()
+        data["q"].append(float(q))
+        data["qnt_alone_bpda"].append(bpda_pgd_trace(m, X, Y, eps=eps, step=step, iterations=(iterations,), seed=seed)[iterations])
+        data["qnt_alone_clean"].append(_accuracy(m, X, Y))
+    for q, G in sorted((generators or {}).items()):
+        m = nn.Sequential(G.eval(), classifier).eval()
+        data["gcln_q"].append(float(q))
+        data["gcln_bpda"].append(bpda_pgd_trace(m, X, Y, eps=eps, step=step, iterations=(iterations,), seed=seed)[iterations])
+        data["gcln_clean"].append(_accuracy(m, X, Y))
+    if out_dir is not None:
+        plt = _plt()
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        ax.plot(data["q"], data["qnt_alone_bpda"], "o-", label="QNT alone (no G), BPDA")
+        ax.plot(data["q"], data["qnt_alone_clean"], "o:", color="tab:blue", alpha=0.5, label="QNT alone, clean")
+        if data["gcln_q"]:
+            ax.plot(data["gcln_q"], data["gcln_bpda"], "r*", ms=12, label="QNT+G (G trained at this q), BPDA")
+            ax.plot(data["gcln_q"], data["gcln_clean"], "r+", ms=12, label="QNT+G, clean")
+        ax.axhline(data["no_defence_bpda"], color="k", ls="--", lw=0.8, label="no defence, white-box PGD")
+        ax.set_xlabel("quantization step q (8-bit units)")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"BPDA-PGD-{iterations}, eps={eps * 255:.0f}/255, n={data['n']}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        png = out_dir / f"{name}.png"
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        data["png"] = str(png)
+        _write_json(data, out_dir / f"{name}.json")
+    return data
+
+
+def accuracy_vs_iterations(defences: dict, classifier: nn.Module, X, Y, *, iterations=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
+                           eps=8 / 255, step=1 / 255, out_dir=None, name="accuracy_vs_bpda_iterations", seed=0) -> dict:
+    """Fig. 3 (right): accuracy under white-box BPDA-PGD for each iteration count, per defence (``{name: module}``)."""
+    classifier = classifier.eval()
+    data = {"eps": eps, "step": step, "n": int(X.shape[0]), "iterations": [int(i) for i in iterations], "accuracy": {}}
+    for label, d in defences.items():
+        m = classifier if d is None else nn.Sequential(d.eval(), classifier).eval()
+        trace = bpda_pgd_trace(m, X, Y, eps=eps, step=step, iterations=iterations, seed=seed)
+        data["accuracy"][label] = [trace[k] for k in data["iterations"]]
+    if out_dir is not None:
+        plt = _plt()
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for label, acc in data["accuracy"].items():
+            ax.plot(data["iterations"], acc, "o-", label=label)
+        ax.set_xlabel("BPDA-PGD iterations")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"white-box BPDA, eps={eps * 255:.0f}/255, step={step * 255:.0f}/255, n={data['n']}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        png = out_dir / f"{name}.png"
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        data["png"] = str(png)
+        _write_json(data, out_dir / f"{name}.json")
+    return data
+
+
+def image_grid(clean, attacked, cleaned, path, *, labels=None, classifier=None, title=None) -> dict:
+    """Rows: clean / attacked / cleaned images (first 8); C's predictions in the captions when ``classifier`` is given."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = min(8, clean.shape[0])
+    rows = {"clean": clean[:n], "attacked": attacked[:n], "cleaned by G": cleaned[:n]}
+    preds = {}
+    if classifier is not None:
+        with torch.no_grad():
+            preds = {k: classifier(v).argmax(1).tolist() for k, v in rows.items()}
+    fig, axes = plt.subplots(3, n, figsize=(1.4 * n, 4.6), squeeze=False)
+    for r, (row, imgs) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.imshow(imgs[c].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            cap = []
+            if preds:
+                cap.append(f"pred {preds[row][c]}")
+            if labels is not None and r == 0:
+                cap.append(f"label {int(labels[c])}")
+            ax.set_title(", ".join(cap), fontsize=7)
+            if c == 0:
+                ax.set_ylabel(row, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    data = {"rows": list(rows), "n": n, "labels": None if labels is None else [int(v) for v in labels[:n]], "predictions": preds,
+            "linf_attack": float((attacked[:n] - clean[:n]).abs().max()),
+            "linf_cleaned_vs_clean": float((cleaned[:n] - clean[:n]).abs().max())}
+    _write_json(data, path.with_suffix(".json"))
+    return {"png": path, "json": path.with_suffix(".json")}
