@@ -191,8 +191,9 @@ def evaluate(
     if isinstance(sanity_subset, bool) or not isinstance(sanity_subset, int) or sanity_subset < 1:
         raise ValueError(f"sanity_subset must be a positive int, got {sanity_subset!r}")
     oblivious = [canonical_attack(a) for a in oblivious]
-    adaptive = [canonical_attack(a) for a in adaptive]
     transfer = [canonical_attack(a) for a in transfer] if substitute is not None else []
+    # Every defended number stands beside the same attack run adaptively through the defence.
+    adaptive = list(dict.fromkeys([canonical_attack(a) for a in adaptive] + oblivious + transfer))
     if device is None:
         p = next(classifier.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")

@@ -36,11 +36,11 @@ from pathlib import Path
 PROFILES = {
     "full": dict(train_size=20000, test_size=1000, eval_n=300, clf_epochs=5, sub_epochs=3, gcln_train=4096,
                  gcln_epochs=10, plot_n=200, iter_n=100, q_n=200, batch_size=64,
-                 oblivious=("fgsm", "pgd", "bim", "cw"), adaptive=("fgsm", "pgd", "bim", "apgd-ce"), transfer=("fgsm", "pgd"),
+                 oblivious=("fgsm", "pgd", "bim", "cw"), adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce"), transfer=("fgsm", "pgd"),
                  sanity_subset=32),
     "fast": dict(train_size=4000, test_size=400, eval_n=200, clf_epochs=2, sub_epochs=1, gcln_train=1024,
                  gcln_epochs=1, plot_n=64, iter_n=32, q_n=64, batch_size=64,
-                 oblivious=("fgsm", "pgd"), adaptive=("pgd",), transfer=("pgd",), sanity_subset=16),
+                 oblivious=("fgsm", "pgd"), adaptive=("fgsm", "pgd"), transfer=("pgd",), sanity_subset=16),
 }
 DEMO_ATTACK_MIX = (
     {"attack": "pgd", "eps": 12 / 255, "step": 3 / 255, "steps": 5},
