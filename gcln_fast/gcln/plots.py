@@ -165,16 +165,7 @@ def accuracy_vs_q(classifier: nn.Module, X, Y, *, qs=(2, 5, 10, 15, 20), generat
             ax.plot(data["gcln_q"], data["gcln_clean"], "r+", ms=12, label="QNT+G, clean")
         ax.axhline(data["no_defence_bpda"], color="k", ls="--", lw=0.8, label="no defence, white-box PGD")
         ax.set_xlabel("quantization step q (8-bit units)")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"BPDA-PGD-{iterations}, eps={eps * 255:.0f}/255, n={data['n']}")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        png = out_dir / f"{name}.png"
-        fig.savefig(png, dpi=110)
-        plt.close(fig)
-        data["png"] = str(png)
-        _write_json(data, out_dir / f"{name}.json")
+        _save_accuracy_plot(plt, fig, ax, f"BPDA-PGD-{iterations}, eps={eps * 255:.0f}/255, n={data['n']}", 7, out_dir, name, data)
     return data
 
 
@@ -195,17 +186,23 @@ def accuracy_vs_iterations(defences: dict, classifier: nn.Module, X, Y, *, itera
         for label, acc in data["accuracy"].items():
             ax.plot(data["iterations"], acc, "o-", label=label)
         ax.set_xlabel("BPDA-PGD iterations")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"white-box BPDA, eps={eps * 255:.0f}/255, step={step * 255:.0f}/255, n={data['n']}")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        png = out_dir / f"{name}.png"
-        fig.savefig(png, dpi=110)
-        plt.close(fig)
-        data["png"] = str(png)
-        _write_json(data, out_dir / f"{name}.json")
+        title = f"white-box BPDA, eps={eps * 255:.0f}/255, step={step * 255:.0f}/255, n={data['n']}"
+        _save_accuracy_plot(plt, fig, ax, title, 8, out_dir, name, data)
     return data
+
+
+def _save_accuracy_plot(plt, fig, ax, title, legend_size, out_dir, name, data) -> None:
+    """Finish an accuracy-vs-x figure, write it as PNG and the data behind it as JSON."""
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    png = out_dir / f"{name}.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    data["png"] = str(png)
+    _write_json(data, out_dir / f"{name}.json")
 
 
 def image_grid(clean, attacked, cleaned, path, *, labels=None, classifier=None, title=None) -> dict:
