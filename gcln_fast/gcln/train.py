@@ -286,6 +286,20 @@ def _all_mean(value: torch.Tensor, world: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- training
 
 
+
+def _detector_step(Dw, opt_d, real, fake, autocast):
+    """One update of D on clean ``real`` against attacked ``fake`` images; returns (loss, accuracy), detached."""
+    inp = torch.cat([real, fake])
+    lab = torch.cat([torch.full((real.shape[0],), CLEAN, dtype=torch.long, device=inp.device),
+                     torch.full((fake.shape[0],), ATTACKED, dtype=torch.long, device=inp.device)])
+    with autocast():
+        logits = Dw(inp).float()
+    loss = F.cross_entropy(logits, lab)
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    return loss.detach(), (logits.argmax(1) == lab).float().mean()
+
 def train_gcln(
     classifier: nn.Module,
     train_data,
@@ -468,17 +482,9 @@ def train_gcln(
         bar = tqdm(batches(10_000 + ep), total=steps_per_epoch, desc=f"D pretrain {ep + 1}/{detector_epochs}", disable=not show, leave=False)
         for x, y in bar:
             x_adv = _craft(C, x, y, attack_mix, fns, gen)
-            inp = torch.cat([x, x_adv])
-            lab = torch.cat([torch.full_like(y, CLEAN), torch.full_like(y, ATTACKED)])
-            with autocast():
-                logits = Dw(inp).float()
-            loss_d = F.cross_entropy(logits, lab)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            d_acc = (logits.argmax(1) == lab).float().mean()
+            loss_d, d_acc = _detector_step(Dw, opt_d, x, x_adv, autocast)
             rec = {"phase": 1, "epoch": ep + 1, "step": len(history["steps"]) + 1,
-                   "loss_d": _all_mean(loss_d.detach(), world).item(), "d_acc": _all_mean(d_acc, world).item()}
+                   "loss_d": _all_mean(loss_d, world).item(), "d_acc": _all_mean(d_acc, world).item()}
             recs.append(rec)
             history["steps"].append(rec)
             bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", d_acc=f"{rec['d_acc']:.3f}")
@@ -510,15 +516,7 @@ def train_gcln(
             # 3. D step: clean (x_o and the on-the-fly clean set) vs G(x*)
             extra = buffer.sample(int(round(buffer_fraction * n)), gen)
             real = x if extra is None else torch.cat([x, extra.to(device, memory_format=mf)])
-            inp = torch.cat([real, rec_adv.detach()])
-            lab = torch.cat([torch.full((real.shape[0],), CLEAN, dtype=torch.long, device=device),
-                             torch.full((n,), ATTACKED, dtype=torch.long, device=device)])
-            with autocast():
-                logits_d = Dw(inp).float()
-            loss_d = F.cross_entropy(logits_d, lab)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+            loss_d, d_acc = _detector_step(Dw, opt_d, real, rec_adv.detach(), autocast)
             # 4. G step: L_G = lam * L_P + (1 - lam) * L_A
             with _frozen(D), autocast():
                 loss_p = perceptual(out, torch.cat([x, x]))
@@ -534,9 +532,8 @@ def train_gcln(
                 correct = update_clean_buffer(buffer, C, rec_adv.detach(), y)
                 c_acc_clean = (C(rec_clean.detach()).argmax(1) == y).float().mean()
                 c_acc_adv_raw = (C(x_adv).argmax(1) == y).float().mean()
-                d_acc = (logits_d.argmax(1) == lab).float().mean()
                 fool = (logits_g.argmax(1) == CLEAN).float().mean()
-            stats = torch.stack([loss_d.detach(), loss_g.detach(), loss_p.detach().float(), loss_a.detach(),
+            stats = torch.stack([loss_d, loss_g.detach(), loss_p.detach().float(), loss_a.detach(),
                                  d_acc, fool, correct.float().mean(), c_acc_clean, c_acc_adv_raw])
             stats = _all_mean(stats, world).tolist()
             rec = {"phase": 2, "epoch": ep + 1, "step": len(history["steps"]) + 1,
