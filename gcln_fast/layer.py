@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import _validate
-from .ops import BACKENDS, qnt_table, resolve_backend
+from .ops import BACKENDS, qnt_table
 
 
 class _Exp(nn.Module):
@@ -80,7 +80,6 @@ class QuantizedDCT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _validate.check_x(x)
-        resolve_backend(self.backend, x.device)
         return qnt_table(x, self._table(x).contiguous(), self.scale, self.backend)
 
     def extra_repr(self) -> str:

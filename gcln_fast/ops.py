@@ -91,7 +91,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             return "cpu"
         return "reference"
     if backend not in usable:
-        why = f" (the compiled extension failed to load: {EXTENSION_ERROR})" if EXTENSION_ERROR and backend in ("cpu", "cuda") else ""
+        load_error = TRITON_ERROR if backend == "triton" else EXTENSION_ERROR if backend in ("cpu", "cuda") else None
+        why = f" (it failed to load: {load_error})" if load_error else ""
         raise ValueError(
             f"backend {backend!r} is not available for a tensor on {device}{why}; available: {usable}"
         )
@@ -140,18 +141,16 @@ def _register_autograd(op_name: str, grad_q_op) -> None:
     torch.library.register_autograd(op_name, backward, setup_context=setup_context)
 
 
-def _register_fakes(prefix: str) -> None:
-    @torch.library.register_fake(f"gcln_fast::qnt{prefix}")
+if _C is not None:
+
+    @torch.library.register_fake("gcln_fast::qnt")
     def _(x, q, scale):
         return torch.empty_like(x)
 
-    @torch.library.register_fake(f"gcln_fast::qnt_grad_q{prefix}")
+    @torch.library.register_fake("gcln_fast::qnt_grad_q")
     def _(grad_y, x, q, scale):
         return torch.empty_like(q, dtype=torch.float32)
 
-
-if _C is not None:
-    _register_fakes("")
     _register_autograd("gcln_fast::qnt", torch.ops.gcln_fast.qnt_grad_q.default)
 if _triton is not None:  # triton_op derives its own fake kernels
     _register_autograd("gcln_fast::qnt_triton", _triton.qnt_grad_q_triton)
