@@ -72,13 +72,17 @@ def test_apgd_through_qnt_alone_is_broken(toy, capsys):
     defended = nn.Sequential(q, model)
     clean_q = T.accuracy(defended, x, y)
     torch.manual_seed(0)
-    obl = craft("oblivious", "apgd-ce", x, y, classifier=model, defence=q, settings=AttackSettings(eps=EPS, apgd_steps=10))
+    obl = craft(
+        "oblivious", "apgd-ce", x, y, classifier=model, defence=q, settings=AttackSettings(eps=EPS, apgd_steps=10)
+    )
     oblivious = T.accuracy(defended, obl, y)
     torch.manual_seed(0)
     ada = apgd(defended, x, y, eps=EPS, steps=10, loss="ce")
     adaptive = T.accuracy(defended, ada, y)
     with capsys.disabled():
-        print(f"\n[QNT q=10 alone, eps 8/255] clean {clean_q:.3f}, oblivious APGD-CE {oblivious:.3f}, adaptive (BPDA) APGD-CE {adaptive:.3f}")
+        print(
+            f"\n[QNT q=10 alone, eps 8/255] clean {clean_q:.3f}, oblivious APGD-CE {oblivious:.3f}, adaptive (BPDA) APGD-CE {adaptive:.3f}"
+        )
     assert clean_q >= 0.85
     assert adaptive <= 0.05, "BPDA through QNT alone must break it"
     assert adaptive <= oblivious + 0.02

@@ -84,7 +84,15 @@ def test_model_left_untouched(attack):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = [p.requires_grad for p in model.parameters()]
     x, y = T.make_data(8, seed=5)
-    craft("adaptive", attack, x, y, classifier=model, defence=QuantizedDCT(10), settings=FAST.replace(steps=2, apgd_steps=3, cw_steps=2))
+    craft(
+        "adaptive",
+        attack,
+        x,
+        y,
+        classifier=model,
+        defence=QuantizedDCT(10),
+        settings=FAST.replace(steps=2, apgd_steps=3, cw_steps=2),
+    )
     assert [p.requires_grad for p in model.parameters()] == flags
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -181,10 +189,14 @@ def test_cross_check_fgsm_pgd_with_torchattacks(capsys):
     torch.manual_seed(0)
     ours_p = T.accuracy(model, pgd(model, x, y, eps=CROSS_EPS, step=CROSS_EPS / 4, steps=10), y)
     torch.manual_seed(0)
-    theirs_p = T.accuracy(model, torchattacks.PGD(model, eps=CROSS_EPS, alpha=CROSS_EPS / 4, steps=10, random_start=True)(x, y), y)
+    theirs_p = T.accuracy(
+        model, torchattacks.PGD(model, eps=CROSS_EPS, alpha=CROSS_EPS / 4, steps=10, random_start=True)(x, y), y
+    )
     with capsys.disabled():
-        print(f"\n[cross-check eps 3/255, n={len(x)}] FGSM ours {ours_f:.3f} torchattacks {theirs_f:.3f}; "
-              f"PGD-10 ours {ours_p:.3f} torchattacks {theirs_p:.3f}; clean {T.accuracy(model, x, y):.3f}")
+        print(
+            f"\n[cross-check eps 3/255, n={len(x)}] FGSM ours {ours_f:.3f} torchattacks {theirs_f:.3f}; "
+            f"PGD-10 ours {ours_p:.3f} torchattacks {theirs_p:.3f}; clean {T.accuracy(model, x, y):.3f}"
+        )
     assert ours_f == pytest.approx(theirs_f, abs=1e-9)  # FGSM is deterministic: identical
     assert abs(ours_p - theirs_p) <= 0.05
 
@@ -199,7 +211,12 @@ def test_cross_check_apgd_with_torchattacks(capsys):
         theirs = T.accuracy(model, torchattacks.APGD(model, eps=CROSS_EPS, steps=10, loss=loss, seed=0)(x, y), y)
         rows.append((loss, ours, theirs))
     with capsys.disabled():
-        print("\n" + "; ".join(f"[cross-check eps 3/255] APGD-{lo.upper()}-10 ours {o:.3f} torchattacks {t:.3f}" for lo, o, t in rows))
+        print(
+            "\n"
+            + "; ".join(
+                f"[cross-check eps 3/255] APGD-{lo.upper()}-10 ours {o:.3f} torchattacks {t:.3f}" for lo, o, t in rows
+            )
+        )
     for _, ours, theirs in rows:
         assert abs(ours - theirs) <= 0.05
 

@@ -43,8 +43,15 @@ def test_learns_and_writes_files(root, tmp_path):
     # SVHN-like data has a slow start (a plateau near chance for the first ~100 steps);
     # 2000 images x 3 epochs at batch 32 (~190 steps) leaves chance clearly behind.
     data = get_dataset("embedded", "train", root=root, size=2000), get_dataset("embedded", "test", root=root, size=400)
-    model, hist = _train(data, tmp_path / "clf.state.pt", final_path=tmp_path / "clf.pt", epochs=3,
-                         batch_size=32, lr=0.003, optimizer="adamw")
+    model, hist = _train(
+        data,
+        tmp_path / "clf.state.pt",
+        final_path=tmp_path / "clf.pt",
+        epochs=3,
+        batch_size=32,
+        lr=0.003,
+        optimizer="adamw",
+    )
     assert [e["epoch"] for e in hist["epochs"]] == [1, 2, 3]
     assert hist["final_val_acc"] > 0.2  # chance is 0.1; 0.2 is > 6 sigma above it on 400 images
     assert hist["epochs"][-1]["train_loss"] < hist["epochs"][0]["train_loss"]
@@ -115,18 +122,39 @@ def test_augment_crop_keeps_shape_and_content():
     assert y.shape == x.shape
     # each output is the input shifted by at most 2 px: the centre 28x28 appears in it
     for i in range(5):
-        hits = [(dy, dx) for dy in range(5) for dx in range(5)
-                if torch.equal(y[i, :, 2:30, 2:30], x[i, :, dy:dy + 28, dx:dx + 28])]
+        hits = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(y[i, :, 2:30, 2:30], x[i, :, dy : dy + 28, dx : dx + 28])
+        ]
         assert hits
 
 
 def test_cli_train_classifier(tmp_path, capsys):
-    from gcln_fast.cli import main
+    from gcln_fast.commands.main import main
 
     out = tmp_path / "m.pt"
-    argv = ["train-classifier", "--dataset", "embedded", "--data-root", str(tmp_path / "d"), "--epochs", "1",
-            "--train-size", "200", "--test-size", "100", "--batch-size", "64", "--out", str(out),
-            "--threads", "1", "--no-progress"]
+    argv = [
+        "train-classifier",
+        "--dataset",
+        "embedded",
+        "--data-root",
+        str(tmp_path / "d"),
+        "--epochs",
+        "1",
+        "--train-size",
+        "200",
+        "--test-size",
+        "100",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert out.is_file() and (tmp_path / "m.state.pt").is_file() and (tmp_path / "m.history.json").is_file()
     model = load_classifier(out)

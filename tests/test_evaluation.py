@@ -13,7 +13,7 @@ from torch import nn
 from gcln_fast import QuantizedDCT
 from gcln_fast.attacks import AttackSettings
 from gcln_fast.evaluation import (
-    SCHEMA,
+    KIND,
     check_adaptive_vs_oblivious,
     check_adaptive_vs_transfer,
     check_eps_sweep,
@@ -104,8 +104,14 @@ class RandomMask(nn.Module):
 
 
 SETTINGS = AttackSettings(
-    eps=8 / 255, step=2 / 255, steps=5, apgd_steps=6, cw_steps=6, cw_lr=0.02,
-    eps_sweep=(8 / 255, 64 / 255), iter_sweep=(5, 15),
+    eps=8 / 255,
+    step=2 / 255,
+    steps=5,
+    apgd_steps=6,
+    cw_steps=6,
+    cw_lr=0.02,
+    eps_sweep=(8 / 255, 64 / 255),
+    iter_sweep=(5, 15),
 )
 
 
@@ -127,9 +133,19 @@ def table(models):
         "late-reversal": LateReversal(5),
     }
     return evaluate(
-        defences, model, substitute, x, y, settings=SETTINGS, batch_size=64, seed=0,
-        oblivious=("fgs", "pgd", "cw"), adaptive=("fgs", "pgd", "apgd-ce", "apgd-dlr"), transfer=("fgs", "pgd"),
-        sanity_subset=24, progress=False,
+        defences,
+        model,
+        substitute,
+        x,
+        y,
+        settings=SETTINGS,
+        batch_size=64,
+        seed=0,
+        oblivious=("fgs", "pgd", "cw"),
+        adaptive=("fgs", "pgd", "apgd-ce", "apgd-dlr"),
+        transfer=("fgs", "pgd"),
+        sanity_subset=24,
+        progress=False,
     )
 
 
@@ -141,26 +157,44 @@ def _status(table, row):
 
 
 def test_table_schema(table, tmp_path):
-    assert table["schema"] == SCHEMA
+    assert table["kind"] == KIND
     # Oblivious C&W is not asked for adaptively, but every defended number gets its adaptive twin.
-    assert table["columns"] == {"oblivious": ["fgsm", "pgd", "cw"], "adaptive": ["fgsm", "pgd", "apgd-ce", "apgd-dlr", "cw"], "transfer": ["fgsm", "pgd"]}
+    assert table["columns"] == {
+        "oblivious": ["fgsm", "pgd", "cw"],
+        "adaptive": ["fgsm", "pgd", "apgd-ce", "apgd-dlr", "cw"],
+        "transfer": ["fgsm", "pgd"],
+    }
     assert table["labels"]["fgsm"] == "FGS" and table["labels"]["cw"] == "C&W"
     assert list(table["rows"]) == ["No defence", "QNT q=10", "zero-grad", "on-grid-grad", "late-reversal"]
     meta = table["meta"]
     assert meta["n"] == 32 and meta["seed"] == 0 and meta["settings"]["eps"] == pytest.approx(8 / 255)
     assert meta["images_per_second"] > 0
     for name, r in table["rows"].items():
-        assert set(r) >= {"clean", "oblivious", "adaptive", "transfer", "worst_case", "worst_case_oblivious",
-                          "worst_case_adaptive", "worst_case_transfer", "n", "seconds", "images_per_second"}
+        assert set(r) >= {
+            "clean",
+            "oblivious",
+            "adaptive",
+            "transfer",
+            "worst_case",
+            "worst_case_oblivious",
+            "worst_case_adaptive",
+            "worst_case_transfer",
+            "n",
+            "seconds",
+            "images_per_second",
+        }
         accs = [r["clean"], r["worst_case"], *r["oblivious"].values(), *r["adaptive"].values(), *r["transfer"].values()]
         assert all(0.0 <= a <= 1.0 for a in accs)
         # the headline worst case is never above any single number
         assert r["worst_case"] <= min(accs) + 1e-12
         assert r["worst_case"] <= r["worst_case_oblivious"] and r["worst_case"] <= r["worst_case_adaptive"]
         assert [c["check"] for c in table["sanity"][name]] == [
-            "iterative <= single-step (adaptive)", "iterative <= single-step (oblivious)",
-            "white-box adaptive <= black-box transfer", "accuracy -> 0 as eps grows",
-            "accuracy does not rise with iterations", "gradients through the defended model are non-zero and finite",
+            "iterative <= single-step (adaptive)",
+            "iterative <= single-step (oblivious)",
+            "white-box adaptive <= black-box transfer",
+            "accuracy -> 0 as eps grows",
+            "accuracy does not rise with iterations",
+            "gradients through the defended model are non-zero and finite",
             "adaptive <= oblivious",
         ]
         assert all(c["status"] in ("PASS", "FLAG", "SKIP") for c in table["sanity"][name])
@@ -217,8 +251,18 @@ def test_qnt_alone_gradients_flow(table):
 
 def test_no_substitute_skips_transfer(models):
     model, _, x, y = models
-    t = evaluate({"No defence": nn.Identity()}, model, None, x[:8], y[:8], settings=SETTINGS.replace(iter_sweep=(2,), eps_sweep=(8 / 255,)),
-                 oblivious=("fgs",), adaptive=("fgs",), sanity_subset=8, progress=False)
+    t = evaluate(
+        {"No defence": nn.Identity()},
+        model,
+        None,
+        x[:8],
+        y[:8],
+        settings=SETTINGS.replace(iter_sweep=(2,), eps_sweep=(8 / 255,)),
+        oblivious=("fgs",),
+        adaptive=("fgs",),
+        sanity_subset=8,
+        progress=False,
+    )
     assert t["columns"]["transfer"] == [] and t["rows"]["No defence"]["worst_case_transfer"] is None
     assert _status(t, "No defence")["white-box adaptive <= black-box transfer"] == "SKIP"
     assert "Not run (no substitute model given)" in format_markdown(t)
@@ -227,7 +271,15 @@ def test_no_substitute_skips_transfer(models):
 def test_deterministic_for_a_fixed_seed(models):
     model, substitute, x, y = models
     small = SETTINGS.replace(steps=3, iter_sweep=(2, 4), eps_sweep=(8 / 255, 32 / 255))
-    kw = dict(settings=small, batch_size=8, oblivious=("pgd",), adaptive=("pgd",), transfer=("pgd",), sanity_subset=8, progress=False)
+    kw = dict(
+        settings=small,
+        batch_size=8,
+        oblivious=("pgd",),
+        adaptive=("pgd",),
+        transfer=("pgd",),
+        sanity_subset=8,
+        progress=False,
+    )
     defences = lambda: {"random mask": RandomMask(), "QNT q=10": QuantizedDCT(10)}  # noqa: E731
     a = evaluate(defences(), model, substitute, x[:16], y[:16], seed=3, **kw)
     torch.manual_seed(12345)  # the global RNG state before the call must not matter
@@ -267,7 +319,10 @@ def test_checks_on_crafted_numbers():
     assert check_gradients(True, 0.5, 1e-3)["status"] == "FLAG"
     assert check_adaptive_vs_oblivious({"pgd": 0.1, "fgsm": 0.2}, {"pgd": 0.5, "fgsm": 0.6})["status"] == "PASS"
     assert check_adaptive_vs_oblivious({"pgd": 0.7}, {"pgd": 0.5})["status"] == "FLAG"
-    assert check_adaptive_vs_oblivious({"pgd": 0.1}, {"pgd": 0.1}, worst_adaptive=0.3, worst_oblivious=0.1)["status"] == "FLAG"
+    assert (
+        check_adaptive_vs_oblivious({"pgd": 0.1}, {"pgd": 0.1}, worst_adaptive=0.3, worst_oblivious=0.1)["status"]
+        == "FLAG"
+    )
     # within tolerance is not a finding
     assert check_iterative_vs_single_step(0.305, 0.3, tol=0.01)["status"] == "PASS"
 
@@ -279,23 +334,73 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     models_mod = pytest.importorskip("gcln_fast.models")
     pytest.importorskip("gcln_fast.data")
     gcln_mod = pytest.importorskip("gcln_fast.gcln")
-    from gcln_fast.cli import main
+    from gcln_fast.commands.main import main
 
     for name in ("clf", "sub"):
         torch.manual_seed(len(name))
-        models_mod.save_classifier(models_mod.build_classifier("small_cnn", 10), tmp_path / f"{name}.pt", arch="small_cnn", num_classes=10)
+        models_mod.save_classifier(
+            models_mod.build_classifier("small_cnn", 10), tmp_path / f"{name}.pt", arch="small_cnn", num_classes=10
+        )
     # a stand-in generator: the CLI must load every --gcln checkpoint through gcln_fast.gcln.load_generator
     loaded = []
-    monkeypatch.setattr(gcln_mod, "load_generator", lambda path, map_location="cpu": loaded.append(str(path)) or QuantizedDCT(5))
+    monkeypatch.setattr(
+        gcln_mod, "load_generator", lambda path, map_location="cpu": loaded.append(str(path)) or QuantizedDCT(5)
+    )
     out = tmp_path / "out"
-    rc = main([
-        "eval", "--classifier", str(tmp_path / "clf.pt"), "--substitute", str(tmp_path / "sub.pt"),
-        "--dataset", "embedded", "--data-root", str(tmp_path / "data"), "--n", "8", "--batch-size", "8",
-        "--gcln", str(tmp_path / "g.pt"), "--qnt-steps", "10", "--out", str(out), "--seed", "1", "--device", "cpu",
-        "--preset", "cifar10", "--steps", "2", "--apgd-steps", "2", "--cw-steps", "2", "--oblivious", "fgsm", "pgd",
-        "--adaptive", "fgsm", "pgd", "--transfer", "pgd", "--iter-sweep", "1", "2", "--eps-sweep", "8", "64",
-        "--sanity-subset", "4", "--threads", "2", "--no-progress",
-    ])
+    rc = main(
+        [
+            "eval",
+            "--classifier",
+            str(tmp_path / "clf.pt"),
+            "--substitute",
+            str(tmp_path / "sub.pt"),
+            "--dataset",
+            "embedded",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--n",
+            "8",
+            "--batch-size",
+            "8",
+            "--gcln",
+            str(tmp_path / "g.pt"),
+            "--qnt-steps",
+            "10",
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--preset",
+            "cifar10",
+            "--steps",
+            "2",
+            "--apgd-steps",
+            "2",
+            "--cw-steps",
+            "2",
+            "--oblivious",
+            "fgsm",
+            "pgd",
+            "--adaptive",
+            "fgsm",
+            "pgd",
+            "--transfer",
+            "pgd",
+            "--iter-sweep",
+            "1",
+            "2",
+            "--eps-sweep",
+            "8",
+            "64",
+            "--sanity-subset",
+            "4",
+            "--threads",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert rc == 0 and loaded == [str(tmp_path / "g.pt")]
     table = json.loads((out / "results.json").read_text())
     assert list(table["rows"]) == ["No defence", "QNT q=10", "GCLN g"]

@@ -112,8 +112,19 @@ def _accuracy(model, x, y):
 
 def test_train_checkpoint_resume_evaluate(toy, tmp_path):
     x, y, C = toy
-    kw = dict(out_dir=tmp_path, detector_epochs=1, batch_size=32, lr=2e-3, attack_mix=MIX, attack_fns=ATTACKS,
-              generator_kwargs=SMALL_G, detector_kwargs={"width": 8}, perceptual="classifier", progress=False, seed=3)
+    kw = dict(
+        out_dir=tmp_path,
+        detector_epochs=1,
+        batch_size=32,
+        lr=2e-3,
+        attack_mix=MIX,
+        attack_fns=ATTACKS,
+        generator_kwargs=SMALL_G,
+        detector_kwargs={"width": 8},
+        perceptual="classifier",
+        progress=False,
+        seed=3,
+    )
     r1 = train_gcln(C, (x, y), epochs=1, **kw)
     ck = tmp_path / "gcln.pt"
     assert ck.is_file() and (tmp_path / "train_log.csv").is_file()
@@ -154,28 +165,36 @@ def test_train_checkpoint_resume_evaluate(toy, tmp_path):
 
 def test_resume_refuses_a_different_generator(toy, tmp_path):
     x, y, C = toy
-    kw = dict(out_dir=tmp_path, detector_epochs=0, epochs=0, batch_size=32, attack_mix=MIX, attack_fns=ATTACKS,
-              perceptual="classifier", progress=False)
+    kw = dict(
+        out_dir=tmp_path,
+        detector_epochs=0,
+        epochs=0,
+        batch_size=32,
+        attack_mix=MIX,
+        attack_fns=ATTACKS,
+        perceptual="classifier",
+        progress=False,
+    )
     train_gcln(C, (x, y), generator_kwargs=SMALL_G, **kw)
     with pytest.raises(ValueError, match="generator"):
         train_gcln(C, (x, y), generator_kwargs={"width": 4, "blocks": 1}, resume=True, **kw)
 
 
 def test_load_generator_roundtrip(tmp_path):
-    from gcln_fast.gcln.train import FORMAT
+    from gcln_fast.gcln.train import KIND
     from gcln_fast.utils.checkpoint import atomic_save
 
     g = Generator(q=7, trainable_q=True, **SMALL_G)
     for p in g.tail.parameters():
         nn.init.normal_(p, std=0.1)
-    atomic_save({"format": FORMAT, "config": {"generator": g.config}, "generator": g.state_dict()}, tmp_path / "g.pt")
+    atomic_save({"kind": KIND, "config": {"generator": g.config}, "generator": g.state_dict()}, tmp_path / "g.pt")
     g2 = load_generator(tmp_path / "g.pt")
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(g2(x), g.eval()(x))
     assert abs(float(g2.q.detach()) - 7) < 1e-4
-    with pytest.raises(ValueError):
-        atomic_save({"format": "other"}, tmp_path / "bad.pt")
+    atomic_save({"kind": "other"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt is not a GCLN checkpoint"):
         load_generator(tmp_path / "bad.pt")
 
 
@@ -184,11 +203,26 @@ def test_plots_write_png_and_json(toy, tmp_path):
 
     x, y, C = toy
     G = Generator(q=10, **SMALL_G).eval()
-    hist = {"epochs": [{"phase": 1, "epoch": 1, "loss_d": 0.6, "d_acc": 0.6}]
-            + [{"phase": 2, "epoch": e, "loss_g": 1.0 / e, "loss_d": 0.6, "loss_p": 0.1, "loss_a": 0.7, "d_acc": 0.5,
-                "acc_recovered": 0.5 + 0.1 * e, "acc_clean_through_g": 0.9, "acc_attacked_no_defence": 0.1} for e in (1, 2)],
-            "steps": [{"phase": 1, "step": 1, "loss_d": 0.7}]
-            + [{"phase": 2, "step": s, "loss_g": 1.0, "loss_d": 0.6, "loss_p": 0.1, "loss_a": 0.7} for s in (2, 3, 4)]}
+    hist = {
+        "epochs": [{"phase": 1, "epoch": 1, "loss_d": 0.6, "d_acc": 0.6}]
+        + [
+            {
+                "phase": 2,
+                "epoch": e,
+                "loss_g": 1.0 / e,
+                "loss_d": 0.6,
+                "loss_p": 0.1,
+                "loss_a": 0.7,
+                "d_acc": 0.5,
+                "acc_recovered": 0.5 + 0.1 * e,
+                "acc_clean_through_g": 0.9,
+                "acc_attacked_no_defence": 0.1,
+            }
+            for e in (1, 2)
+        ],
+        "steps": [{"phase": 1, "step": 1, "loss_d": 0.7}]
+        + [{"phase": 2, "step": s, "loss_g": 1.0, "loss_d": 0.6, "loss_p": 0.1, "loss_a": 0.7} for s in (2, 3, 4)],
+    }
     out = plots.plot_training(hist, tmp_path)
     assert out["png"].stat().st_size > 0 and json.loads(out["json"].read_text())["epoch"] == [1, 2]
     xs, ys = x[:8], y[:8]
@@ -203,3 +237,17 @@ def test_plots_write_png_and_json(toy, tmp_path):
     with torch.no_grad():
         g = plots.image_grid(xs, xa, G(xa), tmp_path / "grid.png", labels=ys, classifier=C)
     assert g["png"].is_file() and g["json"].is_file()
+
+
+def test_straight_through_clamp_keeps_the_value_and_passes_the_gradient():
+    g = Generator(q=10, **SMALL_G).eval()
+    nn.init.constant_(g.tail.bias, 0.6)  # push many pixels past 1
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    plain = g(x)
+    (grad_plain,) = torch.autograd.grad(plain.sum(), x)
+    g.straight_through_clamp = True
+    ste = g(x)
+    (grad_ste,) = torch.autograd.grad(ste.sum(), x)
+    torch.testing.assert_close(ste, plain)
+    assert (plain.detach() == 1).any()
+    assert int((grad_plain == 0).sum()) > int((grad_ste == 0).sum())

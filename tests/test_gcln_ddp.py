@@ -23,9 +23,21 @@ def _setup(seed=0):
 
 
 def _kwargs(out_dir):
-    return dict(out_dir=out_dir, epochs=1, detector_epochs=1, batch_size=BATCH, lr=1e-3, attack_mix=MIX,
-                attack_fns=ATTACKS, generator_kwargs={"width": 8, "blocks": 1}, detector_kwargs={"width": 8},
-                perceptual="classifier", progress=False, seed=0, device="cpu")
+    return dict(
+        out_dir=out_dir,
+        epochs=1,
+        detector_epochs=1,
+        batch_size=BATCH,
+        lr=1e-3,
+        attack_mix=MIX,
+        attack_fns=ATTACKS,
+        generator_kwargs={"width": 8, "blocks": 1},
+        detector_kwargs={"width": 8},
+        perceptual="classifier",
+        progress=False,
+        seed=0,
+        device="cpu",
+    )
 
 
 def _worker(rank, world, port, out_dir):

@@ -42,7 +42,11 @@ def test_save_load_roundtrip(tmp_path, arch):
     model.eval()
     path = save_classifier(model, tmp_path / "m.pt", arch=arch, num_classes=10, dataset="embedded", val_acc=0.5)
     ckpt = torch.load(path, weights_only=True)
-    assert set(ckpt) == {"arch", "num_classes", "state_dict", "meta"} and ckpt["meta"]["dataset"] == "embedded"
+    assert (
+        set(ckpt) == {"kind", "arch", "num_classes", "state_dict", "meta"}
+        and ckpt["kind"] == "classifier"
+        and ckpt["meta"]["dataset"] == "embedded"
+    )
     loaded = load_classifier(path)
     assert not loaded.training and loaded.arch == arch
     x = torch.rand(3, 3, 32, 32)
@@ -61,7 +65,7 @@ def test_load_rejects_non_classifier(tmp_path):
     from gcln_fast.utils.checkpoint import atomic_save
 
     atomic_save({"foo": 1}, tmp_path / "x.pt")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="x.pt is not a classifier checkpoint"):
         load_classifier(tmp_path / "x.pt")
     with pytest.raises(FileNotFoundError):
         load_classifier(tmp_path / "missing.pt")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import warnings
@@ -11,10 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The attacks only need input gradients: freezing the model keeps parameter .grad untouched
+# and skips the parameters' part of the graph.
+from ..utils.modules import frozen  # noqa: F401 (re-exported for the attack modules)
+
 # --------------------------------------------------------------------------- argument checks
 
 
-def check_number(name: str, value, *, minimum: float | None = None, strict: bool = False, maximum: float | None = None) -> float:
+def check_number(
+    name: str, value, *, minimum: float | None = None, strict: bool = False, maximum: float | None = None
+) -> float:
     """A finite real number (not a bool), optionally bounded; ``strict`` makes ``minimum`` exclusive."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -48,13 +53,17 @@ def check_inputs(model, x, y) -> None:
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}")
     if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"y must be an integer (N,) tensor with N={x.shape[0]}, got {y.dtype} of shape {tuple(y.shape)}")
+        raise ValueError(
+            f"y must be an integer (N,) tensor with N={x.shape[0]}, got {y.dtype} of shape {tuple(y.shape)}"
+        )
     if y.device != x.device:
         raise ValueError(f"y is on {y.device} but x is on {x.device}")
     if x.numel() and (float(x.min()) < -1e-6 or float(x.max()) > 1 + 1e-6):
         raise ValueError(f"x must hold images in [0, 1], got range [{float(x.min()):.4g}, {float(x.max()):.4g}]")
     if isinstance(model, nn.Module) and any(
-        m.training for m in model.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
+        m.training
+        for m in model.modules()
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
     ):
         warnings.warn(
             "attacking a model in training mode (batch-norm statistics/dropout change); call model.eval() first",
@@ -111,7 +120,9 @@ def dlr_loss(logits, y, targeted: bool):
     logits = logits.float()
     k = logits.shape[1]
     if k < (4 if targeted else 3):
-        raise ValueError(f"the DLR{'-targeted' if targeted else ''} loss needs at least {4 if targeted else 3} classes, got {k}")
+        raise ValueError(
+            f"the DLR{'-targeted' if targeted else ''} loss needs at least {4 if targeted else 3} classes, got {k}"
+        )
     zs = logits.sort(1, descending=True).values
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     other = _others_max(logits, y)
@@ -135,23 +146,6 @@ def success(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tens
 
 
 # --------------------------------------------------------------------------- gradients
-
-
-@contextlib.contextmanager
-def frozen(model):
-    """Turn off ``requires_grad`` on the model's parameters for the attack, restoring it afterwards.
-
-    The attack only needs input gradients; this keeps parameter ``.grad`` untouched and avoids
-    building the parameters' part of the graph.
-    """
-    params = [p for p in model.parameters() if p.requires_grad] if isinstance(model, nn.Module) else []
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def input_gradient(model, x_adv, y, loss_fn, targeted: bool, eot: int = 1):

@@ -132,8 +132,17 @@ def apgd(
             if idx.numel() == 0:
                 break
             res, ok, _ = _single_run(
-                model, x[idx], y[idx], eps=eps, steps=steps, loss_fn=loss_fn, targeted=targeted,
-                rho=rho, momentum=momentum, eot=eot, generator=generator,
+                model,
+                x[idx],
+                y[idx],
+                eps=eps,
+                steps=steps,
+                loss_fn=loss_fn,
+                targeted=targeted,
+                rho=rho,
+                momentum=momentum,
+                eot=eot,
+                generator=generator,
             )
             out[idx] = res
             done[idx] = ok
@@ -171,8 +180,20 @@ def apgd_t(
         if idx.numel() == 0:
             break
         target = order[idx, j]
-        res = apgd(model, x[idx], target, eps=eps, steps=steps, loss="dlr", targeted=True, restarts=restarts,
-                   rho=rho, momentum=momentum, eot=eot, generator=generator)
+        res = apgd(
+            model,
+            x[idx],
+            target,
+            eps=eps,
+            steps=steps,
+            loss="dlr",
+            targeted=True,
+            restarts=restarts,
+            rho=rho,
+            momentum=momentum,
+            eot=eot,
+            generator=generator,
+        )
         with torch.no_grad(), frozen(model):
             ok = model(res).argmax(1) != y[idx]
         out[idx] = torch.where(_bcast(ok), res, out[idx])

@@ -86,7 +86,9 @@ def pgd(
         done = None
         for _ in range(restarts):
             start = project(x + eps * uniform_like(x, generator), x, eps) if random_start else x.clone()
-            x_adv = _iterate(model, x, y, start, eps=eps, step=step, steps=steps, targeted=targeted, eot=eot, loss_fn=loss_fn)
+            x_adv = _iterate(
+                model, x, y, start, eps=eps, step=step, steps=steps, targeted=targeted, eot=eot, loss_fn=loss_fn
+            )
             if restarts == 1:
                 return x_adv
             with torch.no_grad():

@@ -44,13 +44,24 @@ class AttackSettings:
     def __post_init__(self):
         check_number("eps", self.eps, minimum=0.0)
         check_number("step", self.step, minimum=0.0, strict=True)
-        for name in ("steps", "restarts", "eot", "apgd_steps", "apgd_restarts", "n_target_classes", "cw_steps", "cw_search_steps"):
+        for name in (
+            "steps",
+            "restarts",
+            "eot",
+            "apgd_steps",
+            "apgd_restarts",
+            "n_target_classes",
+            "cw_steps",
+            "cw_search_steps",
+        ):
             check_int(name, getattr(self, name))
         check_number("apgd_rho", self.apgd_rho, minimum=0.0, strict=True, maximum=1.0)
         check_number("cw_lr", self.cw_lr, minimum=0.0, strict=True)
         check_number("cw_c", self.cw_c, minimum=0.0, strict=True)
         check_number("cw_kappa", self.cw_kappa, minimum=0.0)
-        object.__setattr__(self, "eps_sweep", tuple(check_number("eps_sweep entry", e, minimum=0.0) for e in self.eps_sweep))
+        object.__setattr__(
+            self, "eps_sweep", tuple(check_number("eps_sweep entry", e, minimum=0.0) for e in self.eps_sweep)
+        )
         object.__setattr__(self, "iter_sweep", tuple(check_int("iter_sweep entry", i) for i in self.iter_sweep))
 
     def replace(self, **changes) -> AttackSettings:

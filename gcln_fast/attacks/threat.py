@@ -18,7 +18,15 @@ THREAT_MODEL_HELP = {
 }
 
 ATTACKS = ("fgsm", "bim", "pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t")
-ALIASES = {"fgs": "fgsm", "cw_l2": "cw", "cw-l2": "cw", "apgd": "apgd-ce", "apgd_ce": "apgd-ce", "apgd_dlr": "apgd-dlr", "apgd_t": "apgd-t"}
+ALIASES = {
+    "fgs": "fgsm",
+    "cw_l2": "cw",
+    "cw-l2": "cw",
+    "apgd": "apgd-ce",
+    "apgd_ce": "apgd-ce",
+    "apgd_dlr": "apgd-dlr",
+    "apgd_t": "apgd-t",
+}
 
 
 def canonical_attack(name: str) -> str:
@@ -49,7 +57,9 @@ def attack_model(threat_model: str, *, classifier, defence=None, substitute=None
     return substitute
 
 
-def run_attack(attack: str, model, x, y, *, settings: AttackSettings | str | None = None, targeted=False, generator=None):
+def run_attack(
+    attack: str, model, x, y, *, settings: AttackSettings | str | None = None, targeted=False, generator=None
+):
     """Run the named attack on ``model`` with the budgets of ``settings``."""
     s = get_settings(settings)
     name = canonical_attack(attack)
@@ -59,10 +69,30 @@ def run_attack(attack: str, model, x, y, *, settings: AttackSettings | str | Non
     if name == "bim":
         return bim(model, x, y, eps=s.eps, step=s.step, steps=s.steps, **common)
     if name == "pgd":
-        return pgd(model, x, y, eps=s.eps, step=s.step, steps=s.steps, random_start=s.random_start, restarts=s.restarts, **common)
+        return pgd(
+            model,
+            x,
+            y,
+            eps=s.eps,
+            step=s.step,
+            steps=s.steps,
+            random_start=s.random_start,
+            restarts=s.restarts,
+            **common,
+        )
     if name == "cw":
-        return cw_l2(model, x, y, c=s.cw_c, kappa=s.cw_kappa, steps=s.cw_steps, lr=s.cw_lr, search_steps=s.cw_search_steps,
-                     eps=s.eps if s.cw_linf_bound else None, targeted=targeted)
+        return cw_l2(
+            model,
+            x,
+            y,
+            c=s.cw_c,
+            kappa=s.cw_kappa,
+            steps=s.cw_steps,
+            lr=s.cw_lr,
+            search_steps=s.cw_search_steps,
+            eps=s.eps if s.cw_linf_bound else None,
+            targeted=targeted,
+        )
     apgd_kw = dict(eps=s.eps, steps=s.apgd_steps, restarts=s.apgd_restarts, rho=s.apgd_rho, **common)
     if name == "apgd-ce":
         return apgd(model, x, y, loss="ce", **apgd_kw)
@@ -75,7 +105,19 @@ def run_attack(attack: str, model, x, y, *, settings: AttackSettings | str | Non
     return apgd_t(model, x, y, n_target_classes=s.n_target_classes, **apgd_kw)
 
 
-def craft(threat_model, attack, x, y, *, classifier, defence=None, substitute=None, settings=None, targeted=False, generator=None):
+def craft(
+    threat_model,
+    attack,
+    x,
+    y,
+    *,
+    classifier,
+    defence=None,
+    substitute=None,
+    settings=None,
+    targeted=False,
+    generator=None,
+):
     """Adversarial examples for ``attack`` under ``threat_model``.
 
     ``threat_model``: "oblivious" (gradients of ``classifier`` only), "adaptive" (BPDA through

@@ -70,8 +70,12 @@ def _cifar10(root: Path, split: str, download: bool) -> ArrayDataset:
         raise ValueError(f"cifar10 split must be 'train' or 'test', got {split!r}")
     folder = root / "cifar-10-batches-py"
     if not download and not all((folder / f).is_file() for f in _CIFAR_FILES):
-        raise _missing("CIFAR-10", folder, _CIFAR_FILES,
-                       "(the python version of CIFAR-10, cifar-10-python.tar.gz extracted under root).")
+        raise _missing(
+            "CIFAR-10",
+            folder,
+            _CIFAR_FILES,
+            "(the python version of CIFAR-10, cifar-10-python.tar.gz extracted under root).",
+        )
     ds = CIFAR10(str(root), train=split == "train", download=download)
     images = np.asarray(ds.data, dtype=np.uint8).transpose(0, 3, 1, 2)  # NHWC -> NCHW
     return ArrayDataset(images, np.asarray(ds.targets), name="cifar10", split=split, classes=list(ds.classes))
@@ -83,8 +87,12 @@ def _svhn(root: Path, split: str, download: bool) -> ArrayDataset:
     if split not in _SVHN_FILES:
         raise ValueError(f"svhn split must be one of {sorted(_SVHN_FILES)}, got {split!r}")
     if not download and not (root / _SVHN_FILES[split]).is_file():
-        raise _missing("SVHN", root, [_SVHN_FILES[split]],
-                       "(the cropped-digit format 2 .mat files, train_32x32.mat and test_32x32.mat, directly in root).")
+        raise _missing(
+            "SVHN",
+            root,
+            [_SVHN_FILES[split]],
+            "(the cropped-digit format 2 .mat files, train_32x32.mat and test_32x32.mat, directly in root).",
+        )
     ds = SVHN(str(root), split=split, download=download)  # labels already mapped 10 -> 0
     return ArrayDataset(np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.labels), name="svhn", split=split)
 
@@ -101,8 +109,10 @@ class FolderDataset(Dataset):
 
         folder = root / split
         if not folder.is_dir():
-            raise FileNotFoundError(f"image folder not found: expected {folder}/<class>/*.png "
-                                    f"(one sub-directory per class) under root={root}")
+            raise FileNotFoundError(
+                f"image folder not found: expected {folder}/<class>/*.png "
+                f"(one sub-directory per class) under root={root}"
+            )
         tf = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
         self.inner = ImageFolder(str(folder), transform=tf)  # loader converts to RGB
         self.classes, self.split = self.inner.classes, split
@@ -115,8 +125,9 @@ class FolderDataset(Dataset):
         return x, int(y)
 
 
-def get_dataset(name: str, split: str = "train", *, root=None, download: bool = False,
-                size: int | None = None, seed: int = 0) -> Dataset:
+def get_dataset(
+    name: str, split: str = "train", *, root=None, download: bool = False, size: int | None = None, seed: int = 0
+) -> Dataset:
     """One split of a dataset; items ``(float32 (3,32,32) in [0,1], int label)``.
 
     name: ``"embedded"`` (rendered house numbers; ``size`` images, default 20000 train /

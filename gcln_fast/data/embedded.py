@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from ..utils.io import atomic_write
 
 VERSION = "v3"
 CHUNK = 500  # images per seed chunk (a multiple of 10: labels are balanced per chunk)
@@ -78,14 +79,15 @@ def _atlas() -> tuple[np.ndarray, np.ndarray]:
     for stroke in _STROKES:
         for digit in range(10):
             img = Image.new("L", (c * 2, c * 2), 0)
-            ImageDraw.Draw(img).text((c // 2, c // 4), str(digit), fill=255, font=font,
-                                     stroke_width=stroke, stroke_fill=255)
+            ImageDraw.Draw(img).text(
+                (c // 2, c // 4), str(digit), fill=255, font=font, stroke_width=stroke, stroke_fill=255
+            )
             a = np.asarray(img, dtype=np.float32) / 255.0
             ys, xs = np.nonzero(a > 0.2)
             cy, cx = (ys.min() + ys.max() + 1) / 2.0, (xs.min() + xs.max() + 1) / 2.0
             y0, x0 = int(round(cy - c / 2)), int(round(cx - c / 2))
             cell = np.zeros((c + 2, c + 2), np.float32)
-            cell[1:-1, 1:-1] = a[y0:y0 + c, x0:x0 + c]
+            cell[1:-1, 1:-1] = a[y0 : y0 + c, x0 : x0 + c]
             masks.append(cell)
             # ink extent of the glyph (stroke included) about the cell centre
             half.append(((xs.max() + 1 - xs.min()) / 2.0, (ys.max() + 1 - ys.min()) / 2.0))
@@ -137,9 +139,9 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
     r = len(k) // 2
     h, w = img.shape[-2:]
     p = np.pad(img, ((0, 0), (0, 0), (0, 0), (r, r)), mode="edge")
-    out = sum(k[i] * p[..., i:i + w] for i in range(len(k)))
+    out = sum(k[i] * p[..., i : i + w] for i in range(len(k)))
     p = np.pad(out, ((0, 0), (0, 0), (r, r), (0, 0)), mode="edge")
-    return sum(k[i] * p[..., i:i + h, :] for i in range(len(k)))
+    return sum(k[i] * p[..., i : i + h, :] for i in range(len(k)))
 
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -194,8 +196,10 @@ def render_chunk(seed: int, split: str, chunk: int, n: int = CHUNK) -> tuple[np.
     c1 = rng.random((B, 3)).astype(np.float32)
     c2 = np.clip(c1 + rng.normal(0.0, 0.2, (B, 3)), 0, 1).astype(np.float32)
     phi = rng.uniform(0, 2 * np.pi, B)
-    t = (np.cos(phi)[:, None, None] * (grid[None, None, :] - S / 2) +
-         np.sin(phi)[:, None, None] * (grid[None, :, None] - S / 2)) / S + 0.5
+    t = (
+        np.cos(phi)[:, None, None] * (grid[None, None, :] - S / 2)
+        + np.sin(phi)[:, None, None] * (grid[None, :, None] - S / 2)
+    ) / S + 0.5
     t = np.clip(t, 0, 1).astype(np.float32)[:, None]
     bg = c1[:, :, None, None] * (1 - t) + c2[:, :, None, None] * t
     m5 = _interp_matrix(S, 5)
@@ -205,7 +209,7 @@ def render_chunk(seed: int, split: str, chunk: int, n: int = CHUNK) -> tuple[np.
     stripes = rng.random(B) < P["p_stripes"]
     period = rng.uniform(3.0, 9.0, B)
     sphi = rng.uniform(0, 2 * np.pi, B)
-    u = (np.cos(sphi)[:, None, None] * grid[None, None, :] + np.sin(sphi)[:, None, None] * grid[None, :, None])
+    u = np.cos(sphi)[:, None, None] * grid[None, None, :] + np.sin(sphi)[:, None, None] * grid[None, :, None]
     stripe = (np.sin(2 * np.pi * u / period[:, None, None]) > 0).astype(np.float32)
     amp = (stripes * rng.uniform(0.05, 0.2, B)).astype(np.float32)
     bg = np.clip(bg + (stripe * amp[:, None, None])[:, None], 0, 1)
@@ -259,8 +263,9 @@ def cache_path(root, size: int, seed: int, split: str) -> Path:
     return Path(root).expanduser() / f"embedded-{VERSION}-{split}-seed{seed}-n{size}.npz"
 
 
-def load_or_generate(root=None, size: int | None = None, seed: int = 0, split: str = "train",
-                     workers: int | None = None) -> tuple[np.ndarray, np.ndarray, Path]:
+def load_or_generate(
+    root=None, size: int | None = None, seed: int = 0, split: str = "train", workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray, Path]:
     """Cached arrays for ``(size, seed, split)``; slices a larger cached file of the same stream."""
     if split not in SPLIT_IDS:
         raise ValueError(f"embedded split must be one of {sorted(SPLIT_IDS)}, got {split!r}")
@@ -270,7 +275,9 @@ def load_or_generate(root=None, size: int | None = None, seed: int = 0, split: s
     candidates = [path] if path.is_file() else []
     if not candidates and root.is_dir():
         pat = re.compile(rf"embedded-{re.escape(VERSION)}-{re.escape(split)}-seed{seed}-n(\d+)\.npz$")
-        bigger = sorted((int(m.group(1)), p) for p in root.iterdir() if (m := pat.match(p.name)) and int(m.group(1)) >= size)
+        bigger = sorted(
+            (int(m.group(1)), p) for p in root.iterdir() if (m := pat.match(p.name)) and int(m.group(1)) >= size
+        )
         candidates = [p for _, p in bigger]
     for cand in candidates:
         try:
@@ -283,17 +290,8 @@ def load_or_generate(root=None, size: int | None = None, seed: int = 0, split: s
     if workers is None:  # one process renders ~5000 images/s; a pool rarely pays off
         workers = int(os.environ.get("GCLN_EMBEDDED_WORKERS", "1"))
     x, y = generate(size, seed, split, workers=workers)
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, images=x, labels=y)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # mkstemp makes 0600; the cache is shared
+    atomic_write(path, lambda f: np.savez(f, images=x, labels=y), mode=0o644)
     return x, y, path
 
 

@@ -13,13 +13,23 @@ import torch
 from torch import nn
 
 from ..attacks import AttackSettings, attack_model, canonical_attack, get_settings, margin_loss, run_attack
+from ..utils.metrics import batched_correct
+from ..utils.modules import frozen
 from . import sanity as S
 
-SCHEMA = "gcln_fast.evaluation/1"
+KIND = "evaluation"
 DEFAULT_OBLIVIOUS = ("fgsm", "pgd", "bim", "cw")
 DEFAULT_ADAPTIVE = ("fgsm", "pgd", "bim", "cw", "apgd-ce", "apgd-dlr")
 DEFAULT_TRANSFER = ("fgsm", "pgd")
-LABELS = {"fgsm": "FGS", "pgd": "PGD", "bim": "BIM", "cw": "C&W", "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T"}
+LABELS = {
+    "fgsm": "FGS",
+    "pgd": "PGD",
+    "bim": "BIM",
+    "cw": "C&W",
+    "apgd-ce": "APGD-CE",
+    "apgd-dlr": "APGD-DLR",
+    "apgd-t": "APGD-T",
+}
 
 
 def _tqdm(iterable, *, desc, total, enabled):
@@ -46,10 +56,7 @@ def correct(model, X, Y, *, batch_size=256, device="cpu", seed=None) -> torch.Te
     """Per-image correctness (bool, on CPU) of ``model`` on (X, Y); one forward pass per image."""
     if seed is not None:
         torch.manual_seed(seed)
-    out = []
-    for a, b in _batches(len(X), batch_size):
-        out.append((model(X[a:b].to(device)).argmax(1) == Y[a:b].to(device)).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+    return batched_correct(model, X, Y, batch_size=batch_size, device=device)
 
 
 def craft_all(attack, model, X, Y, *, settings, batch_size, device, seed, progress=False, desc="") -> torch.Tensor:
@@ -67,10 +74,7 @@ def gradient_stats(model, X, Y, *, batch_size, device) -> dict:
     """Finiteness and per-image zero fraction of the margin-loss input gradient through ``model``
     (the margin loss does not saturate the way cross-entropy does on confident models)."""
     finite, zero, total_abs, count = True, 0, 0.0, 0
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
+    with frozen(model):
         for a, b in _batches(len(X), batch_size):
             x = X[a:b].to(device).requires_grad_(True)
             with torch.enable_grad():
@@ -81,16 +85,22 @@ def gradient_stats(model, X, Y, *, batch_size, device) -> dict:
             zero += int((g.flatten(1).abs().amax(1) == 0).sum())
             total_abs += float(g.abs().mean(dim=(1, 2, 3)).sum())
             count += b - a
-    finally:
-        for p in params:
-            p.requires_grad_(True)
     return {"finite": finite, "zero_fraction": zero / max(count, 1), "mean_abs": total_abs / max(count, 1)}
 
 
 def _pgd_accuracy(model, X, Y, *, settings, batch_size, device, seed, sweep, value) -> float:
     """Accuracy of ``model`` under PGD with ``settings`` at one point (``value``) of a ``sweep``;
     the attack is seeded with ``(seed, sweep, value)``, the evaluation with ``(seed, sweep-eval, value)``."""
-    adv = craft_all("pgd", model, X, Y, settings=settings, batch_size=batch_size, device=device, seed=derive_seed(seed, sweep, value))
+    adv = craft_all(
+        "pgd",
+        model,
+        X,
+        Y,
+        settings=settings,
+        batch_size=batch_size,
+        device=device,
+        seed=derive_seed(seed, sweep, value),
+    )
     ok = correct(model, adv, Y, batch_size=batch_size, device=device, seed=derive_seed(seed, f"{sweep}-eval", value))
     return float(ok.float().mean())
 
@@ -101,7 +111,11 @@ def eps_sweep(model, X, Y, *, settings, eps_list, batch_size, device, seed) -> l
     for e in eps_list:
         step = max(settings.step, 2.5 * e / settings.steps)
         s = settings.replace(eps=e, step=step)
-        accs.append(_pgd_accuracy(model, X, Y, settings=s, batch_size=batch_size, device=device, seed=seed, sweep="eps", value=e))
+        accs.append(
+            _pgd_accuracy(
+                model, X, Y, settings=s, batch_size=batch_size, device=device, seed=seed, sweep="eps", value=e
+            )
+        )
     return accs
 
 
@@ -110,7 +124,11 @@ def iteration_sweep(model, X, Y, *, settings, iterations, batch_size, device, se
     accs = []
     for it in iterations:
         s = settings.replace(steps=it)
-        accs.append(_pgd_accuracy(model, X, Y, settings=s, batch_size=batch_size, device=device, seed=seed, sweep="iters", value=it))
+        accs.append(
+            _pgd_accuracy(
+                model, X, Y, settings=s, batch_size=batch_size, device=device, seed=seed, sweep="iters", value=it
+            )
+        )
     return accs
 
 
@@ -212,8 +230,18 @@ def evaluate(
     def timed_craft(attack, model, desc, key, eot=None):
         nonlocal crafted
         s = settings if eot is None else settings.replace(eot=eot)
-        adv = craft_all(attack, model, X, Y, settings=s, batch_size=batch_size, device=device,
-                        seed=derive_seed(seed, *key), progress=progress, desc=desc)
+        adv = craft_all(
+            attack,
+            model,
+            X,
+            Y,
+            settings=s,
+            batch_size=batch_size,
+            device=device,
+            seed=derive_seed(seed, *key),
+            progress=progress,
+            desc=desc,
+        )
         crafted += n
         return adv
 
@@ -243,7 +271,9 @@ def evaluate(
                 adv = obl_adv[a]  # no defence: the adaptive attack is the oblivious one
             else:
                 adv = timed_craft(a, defended, f"{name}: adaptive {LABELS[a]}", (name, "adaptive", a))
-            ok["adaptive"][a] = correct(defended, adv, Y, batch_size=batch_size, device=device, seed=evseed("adaptive", a))
+            ok["adaptive"][a] = correct(
+                defended, adv, Y, batch_size=batch_size, device=device, seed=evseed("adaptive", a)
+            )
 
         def worst(groups, _ok=ok, _clean=ok_clean):
             m = _clean.clone()
@@ -274,8 +304,26 @@ def evaluate(
             eps_list = list(settings.eps_sweep)
             its = list(settings.iter_sweep)
             t0 = time.perf_counter()
-            eps_acc = eps_sweep(defended, xs, ys, settings=settings, eps_list=eps_list, batch_size=batch_size, device=device, seed=sweep_seed)
-            it_acc = iteration_sweep(defended, xs, ys, settings=settings, iterations=its, batch_size=batch_size, device=device, seed=sweep_seed)
+            eps_acc = eps_sweep(
+                defended,
+                xs,
+                ys,
+                settings=settings,
+                eps_list=eps_list,
+                batch_size=batch_size,
+                device=device,
+                seed=sweep_seed,
+            )
+            it_acc = iteration_sweep(
+                defended,
+                xs,
+                ys,
+                settings=settings,
+                iterations=its,
+                batch_size=batch_size,
+                device=device,
+                seed=sweep_seed,
+            )
             grads = gradient_stats(defended, xs, ys, batch_size=batch_size, device=device)
             sweeps[name] = {
                 "subset": m,
@@ -288,19 +336,28 @@ def evaluate(
             tol_sub = max(tolerance, 1.0 / m)
             r = rows[name]
             sanity_out[name] = [
-                S.check_iterative_vs_single_step(r["adaptive"].get("pgd"), r["adaptive"].get("fgsm"), tol=tol, threat_model="adaptive"),
-                S.check_iterative_vs_single_step(r["oblivious"].get("pgd"), r["oblivious"].get("fgsm"), tol=tol, threat_model="oblivious"),
+                S.check_iterative_vs_single_step(
+                    r["adaptive"].get("pgd"), r["adaptive"].get("fgsm"), tol=tol, threat_model="adaptive"
+                ),
+                S.check_iterative_vs_single_step(
+                    r["oblivious"].get("pgd"), r["oblivious"].get("fgsm"), tol=tol, threat_model="oblivious"
+                ),
                 S.check_adaptive_vs_transfer(r["adaptive"], r["transfer"], tol=tol),
                 S.check_eps_sweep(eps_list, eps_acc, tol=tol_sub, zero_threshold=zero_threshold),
                 S.check_iteration_sweep(its, it_acc, tol=tol_sub),
                 S.check_gradients(grads["finite"], grads["zero_fraction"], grads["mean_abs"]),
-                S.check_adaptive_vs_oblivious(r["adaptive"], r["oblivious"], tol=tol,
-                                              worst_adaptive=r["worst_case_adaptive"], worst_oblivious=r["worst_case_oblivious"]),
+                S.check_adaptive_vs_oblivious(
+                    r["adaptive"],
+                    r["oblivious"],
+                    tol=tol,
+                    worst_adaptive=r["worst_case_adaptive"],
+                    worst_oblivious=r["worst_case_oblivious"],
+                ),
             ]
 
     total = time.perf_counter() - started
     return {
-        "schema": SCHEMA,
+        "kind": KIND,
         "meta": {
             "n": n,
             "seed": seed,
@@ -342,5 +399,3 @@ def strip_timing(table: dict) -> dict:
     for s in t["sweeps"].values():
         s.pop("seconds", None)
     return t
-
-

@@ -32,7 +32,14 @@ def check_iterative_vs_single_step(pgd, fgs, *, tol=0.01, threat_model="adaptive
         return _skip(check, "PGD or FGS was not run", pgd=pgd, fgs=fgs)
     ok = pgd <= fgs + tol
     rel = "<=" if ok else ">"
-    return _result(check, ok, f"PGD {_pct(pgd)} {rel} FGS {_pct(fgs)}" + ("" if ok else " (a single step beats the iterative attack: masked gradients)"), pgd=pgd, fgs=fgs)
+    return _result(
+        check,
+        ok,
+        f"PGD {_pct(pgd)} {rel} FGS {_pct(fgs)}"
+        + ("" if ok else " (a single step beats the iterative attack: masked gradients)"),
+        pgd=pgd,
+        fgs=fgs,
+    )
 
 
 def check_adaptive_vs_transfer(adaptive: dict, transfer: dict, *, tol=0.01):
@@ -63,7 +70,9 @@ def check_eps_sweep(eps, accuracy, *, tol=0.01, zero_threshold=0.10):
         why.append("accuracy rises with eps")
     if accuracy[-1] > zero_threshold:
         why.append(f"still {_pct(accuracy[-1])} > {_pct(zero_threshold)} at eps {255 * eps[-1]:.0f}/255")
-    return _result(check, ok, curve + ("" if ok else " (" + "; ".join(why) + ")"), eps=list(eps), accuracy=list(accuracy))
+    return _result(
+        check, ok, curve + ("" if ok else " (" + "; ".join(why) + ")"), eps=list(eps), accuracy=list(accuracy)
+    )
 
 
 def check_iteration_sweep(iterations, accuracy, *, tol=0.01):
@@ -71,23 +80,35 @@ def check_iteration_sweep(iterations, accuracy, *, tol=0.01):
     check = "accuracy does not rise with iterations"
     if len(iterations) == 0:
         return _skip(check, "no iteration sweep was run")
-    rises = [(iterations[i], iterations[i + 1]) for i in range(len(iterations) - 1) if accuracy[i + 1] > accuracy[i] + tol]
+    rises = [
+        (iterations[i], iterations[i + 1]) for i in range(len(iterations) - 1) if accuracy[i + 1] > accuracy[i] + tol
+    ]
     ok = not rises
     curve = ", ".join(f"{it} its: {_pct(a)}" for it, a in zip(iterations, accuracy, strict=True))
-    return _result(check, ok, curve + ("" if ok else f" (rises between {rises})"), iterations=list(iterations), accuracy=list(accuracy))
+    return _result(
+        check,
+        ok,
+        curve + ("" if ok else f" (rises between {rises})"),
+        iterations=list(iterations),
+        accuracy=list(accuracy),
+    )
 
 
 def check_gradients(finite: bool, zero_fraction: float, mean_abs: float, *, max_zero_fraction=0.0):
     """Input gradients through the defended model must be finite and non-zero (per image)."""
     check = "gradients through the defended model are non-zero and finite"
     ok = bool(finite) and zero_fraction <= max_zero_fraction and math.isfinite(mean_abs) and mean_abs > 0
-    detail = f"finite={bool(finite)}, images with an all-zero gradient: {_pct(zero_fraction)}, mean |grad| {mean_abs:.3g}"
+    detail = (
+        f"finite={bool(finite)}, images with an all-zero gradient: {_pct(zero_fraction)}, mean |grad| {mean_abs:.3g}"
+    )
     if not ok:
         detail += " (shattered/vanishing gradients: use BPDA/EOT before trusting white-box numbers)"
     return _result(check, ok, detail, finite=bool(finite), zero_fraction=zero_fraction, mean_abs=mean_abs)
 
 
-def check_adaptive_vs_oblivious(adaptive: dict, oblivious: dict, *, tol=0.01, worst_adaptive=None, worst_oblivious=None):
+def check_adaptive_vs_oblivious(
+    adaptive: dict, oblivious: dict, *, tol=0.01, worst_adaptive=None, worst_oblivious=None
+):
     """An adaptive attack must be at least as strong as its oblivious version (same attack)."""
     check = "adaptive <= oblivious"
     common = [k for k in oblivious if k in adaptive]
@@ -100,4 +121,6 @@ def check_adaptive_vs_oblivious(adaptive: dict, oblivious: dict, *, tol=0.01, wo
     detail = ", ".join(f"{k}: {_pct(adaptive[k])} vs {_pct(oblivious[k])}" for k in common)
     if not ok:
         detail += f" (the adaptive attack is weaker for {bad}: its gradients through the defence are broken)"
-    return _result(check, ok, detail, adaptive={k: adaptive[k] for k in common}, oblivious={k: oblivious[k] for k in common})
+    return _result(
+        check, ok, detail, adaptive={k: adaptive[k] for k in common}, oblivious={k: oblivious[k] for k in common}
+    )

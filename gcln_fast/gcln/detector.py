@@ -29,11 +29,16 @@ class Detector(nn.Module):
         self.config = {"width": w, "highpass": self.highpass}
         act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
         self.features = nn.Sequential(
-            nn.Conv2d(6 if self.highpass else 3, w, 3, padding=1), act(),
-            nn.Conv2d(w, w, 3, padding=1), act(),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), act(),
-            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), act(),
-            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), act(),
+            nn.Conv2d(6 if self.highpass else 3, w, 3, padding=1),
+            act(),
+            nn.Conv2d(w, w, 3, padding=1),
+            act(),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
+            act(),
+            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1),
+            act(),
+            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1),
+            act(),
         )
         self.head = nn.Linear(4 * w, 2)
 

@@ -93,8 +93,13 @@ class Generator(nn.Module):
         }
         w = int(width)
         self.output = output
+        # An adaptive attacker may set this: the output clamp then passes gradients straight
+        # through, so pixels pushed past [0, 1] by the residual do not get zero gradient (BPDA).
+        self.straight_through_clamp = False
         self.qnt = QuantizedDCT(q, trainable=trainable_q, per_frequency=per_frequency, backend=backend)
-        self.head = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(w, w, 3, padding=1), nn.LeakyReLU(0.2))
+        self.head = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(w, w, 3, padding=1), nn.LeakyReLU(0.2)
+        )
         self.down = nn.Sequential(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.LeakyReLU(0.2))
         self.qnt_feat = (
             QuantizedDCT(feature_q, trainable=trainable_q, per_frequency=per_frequency, scale=1.0, backend=backend)
@@ -102,7 +107,9 @@ class Generator(nn.Module):
             else None
         )
         self.body = nn.Sequential(*[_ResBlock(2 * w) for _ in range(int(blocks))])
-        self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * w, w, 3, padding=1), nn.LeakyReLU(0.2))
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * w, w, 3, padding=1), nn.LeakyReLU(0.2)
+        )
         self.merge = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), nn.LeakyReLU(0.2))
         self.tail = nn.Conv2d(w, 3, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
@@ -125,7 +132,10 @@ class Generator(nn.Module):
         if self.output == "sigmoid":
             p = xq.clamp(1e-3, 1 - 1e-3)
             return torch.sigmoid(torch.log(p) - torch.log1p(-p) + r)
-        return (xq + r).clamp(0.0, 1.0)
+        out = xq + r
+        if self.straight_through_clamp:  # value clamped, gradient as if unclamped
+            return out + (out.clamp(0.0, 1.0) - out).detach()
+        return out.clamp(0.0, 1.0)
 
     @property
     def q(self) -> torch.Tensor:

@@ -57,7 +57,7 @@ def _vgg19_features(weights_path: Path, last: int) -> nn.Sequential:
     except (AttributeError, KeyError):  # torchvision internals moved: build the whole net
         features = vgg.vgg19(weights=None).features
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     features.load_state_dict(state)
     return features[: last + 1]
 
@@ -84,8 +84,18 @@ class PerceptualLoss(nn.Module):
     gradient; the loss is differentiable with respect to ``output``.
     """
 
-    def __init__(self, classifier: nn.Module | None = None, *, weights=None, source: str = "auto", vgg_layers=DEFAULT_VGG_LAYERS,
-                 pixel_weight: float = 0.0, normalize: bool = True, penultimate: bool = True, squared: bool = True):
+    def __init__(
+        self,
+        classifier: nn.Module | None = None,
+        *,
+        weights=None,
+        source: str = "auto",
+        vgg_layers=DEFAULT_VGG_LAYERS,
+        pixel_weight: float = 0.0,
+        normalize: bool = True,
+        penultimate: bool = True,
+        squared: bool = True,
+    ):
         super().__init__()
         self.squared = bool(squared)
         self.normalize = bool(normalize)

@@ -16,13 +16,15 @@ result of PGD with k iterations (same start, same steps), so one run gives every
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..utils.io import atomic_write_json
+from ..utils.metrics import accuracy
+from ..utils.modules import frozen
 
 
 def _plt():
@@ -35,32 +37,26 @@ def _plt():
 
 
 def _write_json(obj, path: Path) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, obj)
 
 
-@torch.no_grad()
-def _accuracy(model, x, y, batch=256) -> float:
-    correct = 0
-    for i in range(0, x.shape[0], batch):
-        correct += int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
-    return correct / max(1, x.shape[0])
-
-
-def bpda_pgd_trace(model: nn.Module, x, y, *, eps=8 / 255, step=1 / 255, iterations=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
-                   batch=128, seed=0) -> dict[int, float]:
+def bpda_pgd_trace(
+    model: nn.Module,
+    x,
+    y,
+    *,
+    eps=8 / 255,
+    step=1 / 255,
+    iterations=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
+    batch=128,
+    seed=0,
+) -> dict[int, float]:
     """Accuracy of ``model`` on the PGD iterate after each count in ``iterations`` (one run, see module docs)."""
     iterations = sorted(int(i) for i in iterations)
     wanted = set(iterations)
     correct = {k: 0 for k in iterations}
     gen = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
+    with frozen(model):
         for i in range(0, x.shape[0], batch):
             x0, yb = x[i : i + batch].detach(), y[i : i + batch]
             noise = (torch.rand(x0.shape, generator=gen) * 2 - 1).to(x0.device)
@@ -73,9 +69,6 @@ def bpda_pgd_trace(model: nn.Module, x, y, *, eps=8 / 255, step=1 / 255, iterati
                 if k in wanted:
                     with torch.no_grad():
                         correct[k] += int((model(xa).argmax(1) == yb).sum())
-    finally:
-        for p, f in zip(params, flags, strict=True):
-            p.requires_grad_(f)
     return {k: correct[k] / max(1, x.shape[0]) for k in iterations}
 
 
@@ -89,11 +82,16 @@ def plot_training(history: dict, out_dir, name: str = "gcln_training") -> dict:
     p1 = [s for s in steps if s.get("phase") == 1]
     p2 = [s for s in steps if s.get("phase") == 2]
     data = {
-        "phase1_step": [s["step"] for s in p1], "phase1_loss_d": [s["loss_d"] for s in p1],
-        "step": [s["step"] for s in p2], "loss_g": [s["loss_g"] for s in p2], "loss_d": [s["loss_d"] for s in p2],
-        "loss_p": [s["loss_p"] for s in p2], "loss_a": [s["loss_a"] for s in p2],
+        "phase1_step": [s["step"] for s in p1],
+        "phase1_loss_d": [s["loss_d"] for s in p1],
+        "step": [s["step"] for s in p2],
+        "loss_g": [s["loss_g"] for s in p2],
+        "loss_d": [s["loss_d"] for s in p2],
+        "loss_p": [s["loss_p"] for s in p2],
+        "loss_a": [s["loss_a"] for s in p2],
         "epoch": [e["epoch"] for e in epochs],
-        "epoch_loss_g": [e["loss_g"] for e in epochs], "epoch_loss_d": [e["loss_d"] for e in epochs],
+        "epoch_loss_g": [e["loss_g"] for e in epochs],
+        "epoch_loss_d": [e["loss_d"] for e in epochs],
         "epoch_acc_recovered": [e["acc_recovered"] for e in epochs],
         "epoch_acc_clean_through_g": [e["acc_clean_through_g"] for e in epochs],
         "epoch_acc_attacked_no_defence": [e["acc_attacked_no_defence"] for e in epochs],
@@ -129,8 +127,20 @@ def plot_training(history: dict, out_dir, name: str = "gcln_training") -> dict:
     return {"png": png, "json": _write_json(data, out_dir / f"{name}.json")}
 
 
-def accuracy_vs_q(classifier: nn.Module, X, Y, *, qs=(2, 5, 10, 15, 20), generators: dict | None = None, eps=8 / 255,
-                  step=1 / 255, iterations=10, out_dir=None, name="accuracy_vs_q", seed=0) -> dict:
+def accuracy_vs_q(
+    classifier: nn.Module,
+    X,
+    Y,
+    *,
+    qs=(2, 5, 10, 15, 20),
+    generators: dict | None = None,
+    eps=8 / 255,
+    step=1 / 255,
+    iterations=10,
+    out_dir=None,
+    name="accuracy_vs_q",
+    seed=0,
+) -> dict:
     """Fig. 3 (left): BPDA-PGD accuracy against q, for QNT alone at every q and QNT+G where a G for that q is given.
 
     ``generators``: ``{q: G}`` (each G holds its own QNT layer with that q).
@@ -138,21 +148,35 @@ def accuracy_vs_q(classifier: nn.Module, X, Y, *, qs=(2, 5, 10, 15, 20), generat
     from ..layer import QuantizedDCT
 
     classifier = classifier.eval()
-    data = {"eps": eps, "step": step, "iterations": int(iterations), "n": int(X.shape[0]), "q": [], "qnt_alone_bpda": [],
-            "qnt_alone_clean": [], "gcln_q": [], "gcln_bpda": [], "gcln_clean": []}
+    data = {
+        "eps": eps,
+        "step": step,
+        "iterations": int(iterations),
+        "n": int(X.shape[0]),
+        "q": [],
+        "qnt_alone_bpda": [],
+        "qnt_alone_clean": [],
+        "gcln_q": [],
+        "gcln_bpda": [],
+        "gcln_clean": [],
+    }
     none_acc = bpda_pgd_trace(classifier, X, Y, eps=eps, step=step, iterations=(iterations,), seed=seed)[iterations]
     data["no_defence_bpda"] = none_acc
-    data["no_defence_clean"] = _accuracy(classifier, X, Y)
+    data["no_defence_clean"] = accuracy(classifier, X, Y)
     for q in qs:
         m = nn.Sequential(QuantizedDCT(float(q)), classifier).eval()
         data["q"].append(float(q))
-        data["qnt_alone_bpda"].append(bpda_pgd_trace(m, X, Y, eps=eps, step=step, iterations=(iterations,), seed=seed)[iterations])
-        data["qnt_alone_clean"].append(_accuracy(m, X, Y))
+        data["qnt_alone_bpda"].append(
+            bpda_pgd_trace(m, X, Y, eps=eps, step=step, iterations=(iterations,), seed=seed)[iterations]
+        )
+        data["qnt_alone_clean"].append(accuracy(m, X, Y))
     for q, G in sorted((generators or {}).items()):
         m = nn.Sequential(G.eval(), classifier).eval()
         data["gcln_q"].append(float(q))
-        data["gcln_bpda"].append(bpda_pgd_trace(m, X, Y, eps=eps, step=step, iterations=(iterations,), seed=seed)[iterations])
-        data["gcln_clean"].append(_accuracy(m, X, Y))
+        data["gcln_bpda"].append(
+            bpda_pgd_trace(m, X, Y, eps=eps, step=step, iterations=(iterations,), seed=seed)[iterations]
+        )
+        data["gcln_clean"].append(accuracy(m, X, Y))
     if out_dir is not None:
         plt = _plt()
         out_dir = Path(out_dir)
@@ -165,12 +189,25 @@ def accuracy_vs_q(classifier: nn.Module, X, Y, *, qs=(2, 5, 10, 15, 20), generat
             ax.plot(data["gcln_q"], data["gcln_clean"], "r+", ms=12, label="QNT+G, clean")
         ax.axhline(data["no_defence_bpda"], color="k", ls="--", lw=0.8, label="no defence, white-box PGD")
         ax.set_xlabel("quantization step q (8-bit units)")
-        _save_accuracy_plot(plt, fig, ax, f"BPDA-PGD-{iterations}, eps={eps * 255:.0f}/255, n={data['n']}", 7, out_dir, name, data)
+        _save_accuracy_plot(
+            plt, fig, ax, f"BPDA-PGD-{iterations}, eps={eps * 255:.0f}/255, n={data['n']}", 7, out_dir, name, data
+        )
     return data
 
 
-def accuracy_vs_iterations(defences: dict, classifier: nn.Module, X, Y, *, iterations=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
-                           eps=8 / 255, step=1 / 255, out_dir=None, name="accuracy_vs_bpda_iterations", seed=0) -> dict:
+def accuracy_vs_iterations(
+    defences: dict,
+    classifier: nn.Module,
+    X,
+    Y,
+    *,
+    iterations=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
+    eps=8 / 255,
+    step=1 / 255,
+    out_dir=None,
+    name="accuracy_vs_bpda_iterations",
+    seed=0,
+) -> dict:
     """Fig. 3 (right): accuracy under white-box BPDA-PGD for each iteration count, per defence (``{name: module}``)."""
     classifier = classifier.eval()
     data = {"eps": eps, "step": step, "n": int(X.shape[0]), "iterations": [int(i) for i in iterations], "accuracy": {}}
@@ -236,8 +273,13 @@ def image_grid(clean, attacked, cleaned, path, *, labels=None, classifier=None, 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    data = {"rows": list(rows), "n": n, "labels": None if labels is None else [int(v) for v in labels[:n]], "predictions": preds,
-            "linf_attack": float((attacked[:n] - clean[:n]).abs().max()),
-            "linf_cleaned_vs_clean": float((cleaned[:n] - clean[:n]).abs().max())}
+    data = {
+        "rows": list(rows),
+        "n": n,
+        "labels": None if labels is None else [int(v) for v in labels[:n]],
+        "predictions": preds,
+        "linf_attack": float((attacked[:n] - clean[:n]).abs().max()),
+        "linf_cleaned_vs_clean": float((cleaned[:n] - clean[:n]).abs().max()),
+    }
     _write_json(data, path.with_suffix(".json"))
     return {"png": path, "json": path.with_suffix(".json")}

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
+import functools
 import math
 import os
 import time
@@ -54,13 +54,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .. import attacks
+from ..data import as_tensors
 from ..utils.checkpoint import atomic_save, load_checkpoint
+from ..utils.io import atomic_write, atomic_write_json
+from ..utils.modules import frozen
 from .detector import ATTACKED, CLEAN, Detector
 from .generator import Generator
 from .losses import PerceptualLoss, adversarial_loss, generator_loss
 
 CHECKPOINT_NAME = "gcln.pt"
-FORMAT = "gcln_fast.gcln/1"
+KIND = "gcln"
 
 # The attacks G and D are trained on: each batch is split evenly between them.
 # Keyword names follow gcln_fast.attacks (fgsm/pgd(model, x, y, **settings)).
@@ -129,7 +133,9 @@ class CleanBuffer:
 
 
 @torch.no_grad()
-def update_clean_buffer(buffer: CleanBuffer, classifier: nn.Module, recovered: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def update_clean_buffer(
+    buffer: CleanBuffer, classifier: nn.Module, recovered: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """Add the recovered images that ``classifier`` gets right to ``buffer``; returns the correctness mask."""
     correct = classifier(recovered).argmax(dim=1) == labels
     buffer.add(recovered, correct)
@@ -141,17 +147,7 @@ def _as_tensors(data, limit=None):
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         X, Y = data
     else:
-        try:
-            from ..data import as_tensors  # the pipeline's own conversion
-        except ImportError:
-            as_tensors = None
-        if as_tensors is not None:
-            X, Y = as_tensors(data, limit=limit)
-        else:
-            n = len(data) if limit is None else min(limit, len(data))
-            items = [data[i] for i in range(n)]
-            X = torch.stack([torch.as_tensor(a) for a, _ in items])
-            Y = torch.as_tensor([int(b) for _, b in items])
+        X, Y = as_tensors(data, limit=limit)
     X = X.float()
     Y = Y.long()
     if limit is not None:
@@ -164,25 +160,8 @@ def _as_tensors(data, limit=None):
 def _resolve_attacks(mix, attack_fns):
     fns = dict(attack_fns or {})
     for spec in mix:
-        name = spec["attack"]
-        if name not in fns:
-            from .. import attacks  # imported late: the attacks module is optional for the rest of G/D
-
-            fns[name] = getattr(attacks, name)
+        fns.setdefault(spec["attack"], getattr(attacks, spec["attack"]))
     return fns
-
-
-@contextlib.contextmanager
-def _frozen(*modules):
-    params = [p for m in modules for p in m.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(params, flags, strict=True):
-            p.requires_grad_(f)
 
 
 def _craft(model, x, y, mix, fns, gen):
@@ -238,16 +217,14 @@ def _write_logs(out_dir: Path, history: dict, config: dict) -> None:
         for k in rec:
             if k not in keys:
                 keys.append(k)
-    tmp = out_dir / ".train_log.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+
+    def write_csv(f):
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(steps)
-    os.replace(tmp, out_dir / "train_log.csv")
-    tmp = out_dir / ".history.json.tmp"
-    with open(tmp, "w") as f:
-        json.dump(_plain({"config": config, **history}), f, indent=1)
-    os.replace(tmp, out_dir / "history.json")
+
+    atomic_write(out_dir / "train_log.csv", write_csv, binary=False)
+    atomic_write_json(out_dir / "history.json", _plain({"config": config, **history}))
 
 
 def _mean(records, key):
@@ -286,12 +263,15 @@ def _all_mean(value: torch.Tensor, world: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- training
 
 
-
 def _detector_step(Dw, opt_d, real, fake, autocast):
     """One update of D on clean ``real`` against attacked ``fake`` images; returns (loss, accuracy), detached."""
     inp = torch.cat([real, fake])
-    lab = torch.cat([torch.full((real.shape[0],), CLEAN, dtype=torch.long, device=inp.device),
-                     torch.full((fake.shape[0],), ATTACKED, dtype=torch.long, device=inp.device)])
+    lab = torch.cat(
+        [
+            torch.full((real.shape[0],), CLEAN, dtype=torch.long, device=inp.device),
+            torch.full((fake.shape[0],), ATTACKED, dtype=torch.long, device=inp.device),
+        ]
+    )
     with autocast():
         logits = Dw(inp).float()
     loss = F.cross_entropy(logits, lab)
@@ -300,6 +280,19 @@ def _detector_step(Dw, opt_d, real, fake, autocast):
     opt_d.step()
     return loss.detach(), (logits.argmax(1) == lab).float().mean()
 
+
+def _classifier_frozen(fn):
+    """Run ``fn(classifier, ...)`` with the classifier's parameters frozen, restored even if it raises."""
+
+    @functools.wraps(fn)
+    def wrapper(classifier, *args, **kwargs):
+        with frozen(classifier):
+            return fn(classifier, *args, **kwargs)
+
+    return wrapper
+
+
+@_classifier_frozen
 def train_gcln(
     classifier: nn.Module,
     train_data,
@@ -367,7 +360,9 @@ def train_gcln(
     local_bs = batch_size // world
     lr_d = lr if lr_d is None else lr_d
     use_cuda_fast = device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (use_cuda_fast and amp) else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (use_cuda_fast and amp) else contextlib.nullcontext
+    )
     mf = torch.channels_last if use_cuda_fast else torch.contiguous_format
 
     X, Y = _as_tensors(train_data, limit=train_size)
@@ -382,13 +377,23 @@ def train_gcln(
     attack_mix = [dict(s) for s in attack_mix]
     config = _plain(
         {
-            "format": FORMAT,
+            "kind": KIND,
             "generator": G.config,
             "detector": D.config,
             "train": {
-                "epochs": epochs, "detector_epochs": detector_epochs, "batch_size": batch_size, "lr": lr, "lr_d": lr_d,
-                "lam": lam, "attack_mix": attack_mix, "adaptive": adaptive, "clean_buffer_size": clean_buffer_size,
-                "buffer_fraction": buffer_fraction, "train_size": n_train, "seed": seed, "world_size": world,
+                "epochs": epochs,
+                "detector_epochs": detector_epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "lr_d": lr_d,
+                "lam": lam,
+                "attack_mix": attack_mix,
+                "adaptive": adaptive,
+                "clean_buffer_size": clean_buffer_size,
+                "buffer_fraction": buffer_fraction,
+                "train_size": n_train,
+                "seed": seed,
+                "world_size": world,
             },
         }
     )
@@ -396,9 +401,6 @@ def train_gcln(
     torch.manual_seed(seed + rank)
     gen = torch.Generator().manual_seed(seed + 1000 * (rank + 1))
     C = classifier.to(device).eval()
-    c_flags = [p.requires_grad for p in C.parameters()]
-    for p in C.parameters():
-        p.requires_grad_(False)
     G.to(device, memory_format=mf)
     D.to(device, memory_format=mf)
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -412,7 +414,9 @@ def train_gcln(
     if resume and ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path, map_location="cpu")
         if ck.get("config", {}).get("generator") != config["generator"]:
-            raise ValueError(f"{ckpt_path} was trained with generator {ck['config']['generator']}, asked for {config['generator']}")
+            raise ValueError(
+                f"{ckpt_path} was trained with generator {ck['config']['generator']}, asked for {config['generator']}"
+            )
         G.load_state_dict(ck["generator"])
         D.load_state_dict(ck["detector"])
         opt_g.load_state_dict(ck["opt_g"])
@@ -456,7 +460,7 @@ def train_gcln(
         if rank != 0:
             return
         state = {
-            "format": FORMAT,
+            "kind": KIND,
             "config": config,
             "generator": G.state_dict(),
             "detector": D.state_dict(),
@@ -479,18 +483,36 @@ def train_gcln(
     while phase1_done < detector_epochs:
         ep = phase1_done
         recs = []
-        bar = tqdm(batches(10_000 + ep), total=steps_per_epoch, desc=f"D pretrain {ep + 1}/{detector_epochs}", disable=not show, leave=False)
+        bar = tqdm(
+            batches(10_000 + ep),
+            total=steps_per_epoch,
+            desc=f"D pretrain {ep + 1}/{detector_epochs}",
+            disable=not show,
+            leave=False,
+        )
         for x, y in bar:
             x_adv = _craft(C, x, y, attack_mix, fns, gen)
             loss_d, d_acc = _detector_step(Dw, opt_d, x, x_adv, autocast)
-            rec = {"phase": 1, "epoch": ep + 1, "step": len(history["steps"]) + 1,
-                   "loss_d": _all_mean(loss_d, world).item(), "d_acc": _all_mean(d_acc, world).item()}
+            rec = {
+                "phase": 1,
+                "epoch": ep + 1,
+                "step": len(history["steps"]) + 1,
+                "loss_d": _all_mean(loss_d, world).item(),
+                "d_acc": _all_mean(d_acc, world).item(),
+            }
             recs.append(rec)
             history["steps"].append(rec)
             bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", d_acc=f"{rec['d_acc']:.3f}")
         phase1_done += 1
-        history["epochs"].append({"phase": 1, "epoch": ep + 1, "loss_d": _mean(recs, "loss_d"), "d_acc": _mean(recs, "d_acc"),
-                                  "seconds": time.time() - t_start})
+        history["epochs"].append(
+            {
+                "phase": 1,
+                "epoch": ep + 1,
+                "loss_d": _mean(recs, "loss_d"),
+                "d_acc": _mean(recs, "d_acc"),
+                "seconds": time.time() - t_start,
+            }
+        )
         checkpoint()
 
     # ---------------------------------------------------------------- phase 2: G vs D
@@ -499,12 +521,14 @@ def train_gcln(
         recs = []
         G.train()
         D.train()
-        bar = tqdm(batches(ep), total=steps_per_epoch, desc=f"GCLN epoch {ep + 1}/{epochs}", disable=not show, leave=False)
+        bar = tqdm(
+            batches(ep), total=steps_per_epoch, desc=f"GCLN epoch {ep + 1}/{epochs}", disable=not show, leave=False
+        )
         for x, y in bar:
             n = x.shape[0]
             # 1. fresh adversarial examples for this batch (oblivious on C, or through the current G)
             if adaptive:
-                with _frozen(G):
+                with frozen(G):
                     x_adv = _craft(nn.Sequential(G, C), x, y, attack_mix, fns, gen)
             else:
                 x_adv = _craft(C, x, y, attack_mix, fns, gen)
@@ -518,7 +542,7 @@ def train_gcln(
             real = x if extra is None else torch.cat([x, extra.to(device, memory_format=mf)])
             loss_d, d_acc = _detector_step(Dw, opt_d, real, rec_adv.detach(), autocast)
             # 4. G step: L_G = lam * L_P + (1 - lam) * L_A
-            with _frozen(D), autocast():
+            with frozen(D), autocast():
                 loss_p = perceptual(out, torch.cat([x, x]))
                 logits_g = D(rec_adv).float()  # the unwrapped D: no DDP reduction for G's step
             loss_a = adversarial_loss(logits_g)
@@ -533,22 +557,61 @@ def train_gcln(
                 c_acc_clean = (C(rec_clean.detach()).argmax(1) == y).float().mean()
                 c_acc_adv_raw = (C(x_adv).argmax(1) == y).float().mean()
                 fool = (logits_g.argmax(1) == CLEAN).float().mean()
-            stats = torch.stack([loss_d, loss_g.detach(), loss_p.detach().float(), loss_a.detach(),
-                                 d_acc, fool, correct.float().mean(), c_acc_clean, c_acc_adv_raw])
+            stats = torch.stack(
+                [
+                    loss_d,
+                    loss_g.detach(),
+                    loss_p.detach().float(),
+                    loss_a.detach(),
+                    d_acc,
+                    fool,
+                    correct.float().mean(),
+                    c_acc_clean,
+                    c_acc_adv_raw,
+                ]
+            )
             stats = _all_mean(stats, world).tolist()
-            rec = {"phase": 2, "epoch": ep + 1, "step": len(history["steps"]) + 1,
-                   "loss_d": stats[0], "loss_g": stats[1], "loss_p": stats[2], "loss_a": stats[3],
-                   "d_acc": stats[4], "g_fool_rate": stats[5], "acc_recovered": stats[6], "acc_clean_through_g": stats[7],
-                   "acc_attacked_no_defence": stats[8], "clean_buffer": buffer.size,
-                   "q": float(G.q.detach().float().mean().item())}
+            rec = {
+                "phase": 2,
+                "epoch": ep + 1,
+                "step": len(history["steps"]) + 1,
+                "loss_d": stats[0],
+                "loss_g": stats[1],
+                "loss_p": stats[2],
+                "loss_a": stats[3],
+                "d_acc": stats[4],
+                "g_fool_rate": stats[5],
+                "acc_recovered": stats[6],
+                "acc_clean_through_g": stats[7],
+                "acc_attacked_no_defence": stats[8],
+                "clean_buffer": buffer.size,
+                "q": float(G.q.detach().float().mean().item()),
+            }
             recs.append(rec)
             history["steps"].append(rec)
-            bar.set_postfix(loss_g=f"{rec['loss_g']:.3f}", loss_d=f"{rec['loss_d']:.3f}", acc_rec=f"{rec['acc_recovered']:.2f}")
+            bar.set_postfix(
+                loss_g=f"{rec['loss_g']:.3f}", loss_d=f"{rec['loss_d']:.3f}", acc_rec=f"{rec['acc_recovered']:.2f}"
+            )
         epoch_done += 1
-        summary = {"phase": 2, "epoch": ep + 1, "seconds": time.time() - t_start, "clean_buffer": buffer.size,
-                   "clean_buffer_added": buffer.added}
-        for k in ("loss_d", "loss_g", "loss_p", "loss_a", "d_acc", "g_fool_rate", "acc_recovered", "acc_clean_through_g",
-                  "acc_attacked_no_defence", "q"):
+        summary = {
+            "phase": 2,
+            "epoch": ep + 1,
+            "seconds": time.time() - t_start,
+            "clean_buffer": buffer.size,
+            "clean_buffer_added": buffer.added,
+        }
+        for k in (
+            "loss_d",
+            "loss_g",
+            "loss_p",
+            "loss_a",
+            "d_acc",
+            "g_fool_rate",
+            "acc_recovered",
+            "acc_clean_through_g",
+            "acc_attacked_no_defence",
+            "q",
+        ):
             summary[k] = _mean(recs, k)
         history["epochs"].append(summary)
         if show:
@@ -563,23 +626,27 @@ def train_gcln(
         dist.barrier()
     if rank == 0 and not ckpt_path.is_file():  # nothing to train (e.g. epochs=0): still leave a loadable G
         checkpoint()
-    for p, f in zip(C.parameters(), c_flags, strict=True):
-        p.requires_grad_(f)
     if own_perceptual and perceptual.source == "classifier":
         perceptual.remove()
     if created_group:
         dist.destroy_process_group()
     G.eval()
     D.eval()
-    return {"generator": G, "detector": D, "history": history, "checkpoint": ckpt_path, "steps": g_steps,
-            "clean_buffer": buffer}
+    return {
+        "generator": G,
+        "detector": D,
+        "history": history,
+        "checkpoint": ckpt_path,
+        "steps": g_steps,
+        "clean_buffer": buffer,
+    }
 
 
 def load_generator(path, map_location="cpu") -> Generator:
     """The trained G of a ``train_gcln`` checkpoint, in eval mode: a defence mapping [0, 1] images to [0, 1] images."""
     ck = load_checkpoint(path, map_location=map_location)
-    if ck.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a GCLN checkpoint (format {ck.get('format')!r})")
+    if not isinstance(ck, dict) or ck.get("kind") != KIND:
+        raise ValueError(f"{path} is not a GCLN checkpoint (gcln train --out DIR writes DIR/gcln.pt)")
     G = Generator(**ck["config"]["generator"])
     G.load_state_dict(ck["generator"])
     if isinstance(map_location, (str, torch.device)):

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gcln_fast.utils.checkpoint import atomic_save, load_checkpoint
+from gcln_fast.utils.checkpoint import KINDS, atomic_save, load_checkpoint
 
 ARCHS = ("small_cnn", "resnet18", "resnet34")
+# a final classifier file, or a training state (a superset: the weights of its last epoch)
+CLASSIFIER_KINDS = ("classifier", "classifier_train_state")
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.25, 0.25, 0.25)
 
@@ -46,11 +48,15 @@ def small_cnn(num_classes: int = 10, width: int = 16) -> nn.Sequential:
     (one training step on a batch of 128 takes ~0.1 s on one CPU core)."""
     w = width
     return nn.Sequential(
-        *_conv_bn(3, w), nn.MaxPool2d(2),  # 16x16
-        *_conv_bn(w, 2 * w), nn.MaxPool2d(2),  # 8x8
-        *_conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),  # 4x4
+        *_conv_bn(3, w),
+        nn.MaxPool2d(2),  # 16x16
+        *_conv_bn(w, 2 * w),
+        nn.MaxPool2d(2),  # 8x8
+        *_conv_bn(2 * w, 4 * w),
+        nn.MaxPool2d(2),  # 4x4
         *_conv_bn(4 * w, 8 * w),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(8 * w, num_classes),
     )
 
@@ -77,8 +83,9 @@ class Classifier(nn.Module):
         return self.net(self.normalize(x))
 
 
-def build_classifier(arch: str, num_classes: int = 10, *, mean: Sequence[float] | None = None,
-                     std: Sequence[float] | None = None) -> Classifier:
+def build_classifier(
+    arch: str, num_classes: int = 10, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> Classifier:
     """A freshly initialised classifier taking images in [0, 1].
 
     ``mean``/``std`` set the built-in normalisation (default 0.5 / 0.25 per channel; see
@@ -88,8 +95,9 @@ def build_classifier(arch: str, num_classes: int = 10, *, mean: Sequence[float] 
     if num_classes < 2:
         raise ValueError("num_classes must be >= 2")
     net = small_cnn(num_classes) if arch == "small_cnn" else _resnet(arch, num_classes)
-    return Classifier(arch, net, num_classes, mean if mean is not None else DEFAULT_MEAN,
-                      std if std is not None else DEFAULT_STD)
+    return Classifier(
+        arch, net, num_classes, mean if mean is not None else DEFAULT_MEAN, std if std is not None else DEFAULT_STD
+    )
 
 
 def save_classifier(model: nn.Module, path, *, arch: str, num_classes: int, **meta):
@@ -100,15 +108,20 @@ def save_classifier(model: nn.Module, path, *, arch: str, num_classes: int, **me
     if arch not in ARCHS:
         raise ValueError(f"unknown classifier arch {arch!r}; valid: {', '.join(ARCHS)}")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return atomic_save({"arch": arch, "num_classes": int(num_classes), "state_dict": state, "meta": dict(meta)}, path)
+    return atomic_save(
+        {"kind": "classifier", "arch": arch, "num_classes": int(num_classes), "state_dict": state, "meta": dict(meta)},
+        path,
+    )
 
 
 def load_classifier(path, map_location="cpu") -> Classifier:
     """Rebuild a classifier from a :func:`save_classifier` file (or from a training-state
     checkpoint of ``gcln_fast.training.classifier``, which holds the same keys); eval mode."""
     ckpt = load_checkpoint(path, map_location=map_location)
-    if not isinstance(ckpt, dict) or not {"arch", "num_classes", "state_dict"} <= set(ckpt):
-        raise ValueError(f"{path} is not a classifier checkpoint (needs keys arch, num_classes, state_dict)")
+    if not isinstance(ckpt, dict) or ckpt.get("kind") not in CLASSIFIER_KINDS:
+        found = ckpt.get("kind") if isinstance(ckpt, dict) else None
+        what = KINDS.get(found, "not a checkpoint of this package")
+        raise ValueError(f"{path} is not a classifier checkpoint: it is {what}")
     model = build_classifier(ckpt["arch"], int(ckpt["num_classes"]))
     model.load_state_dict(ckpt["state_dict"])
     model.meta = dict(ckpt.get("meta") or {})

@@ -20,10 +20,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +31,7 @@ from torch import nn
 from gcln_fast.data import as_uint8_tensors
 from gcln_fast.models.classifiers import save_classifier
 from gcln_fast.utils.checkpoint import atomic_save, load_checkpoint
+from gcln_fast.utils.io import atomic_write_json
 
 STATE_KIND = "classifier_train_state"
 
@@ -46,14 +44,6 @@ def default_final_path(checkpoint_path) -> Path:
 def history_path(final_path) -> Path:
     p = Path(final_path)
     return p.with_name(f"{p.stem}.history.json")
-
-
-def _write_json(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 def warmup_cosine(total_steps: int, warmup_frac: float = 0.1, start: float = 0.1, end: float = 0.01):
@@ -98,14 +88,15 @@ def _to_float(xb: torch.Tensor, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, *, device="cpu",
-                      batch_size: int = 512) -> tuple[float, float]:
+def evaluate_accuracy(
+    model: nn.Module, X: torch.Tensor, Y: torch.Tensor, *, device="cpu", batch_size: int = 512
+) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` on uint8 or float images ``X``."""
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
     for i in range(0, len(Y), batch_size):
-        xb, yb = _to_float(X[i:i + batch_size], device), Y[i:i + batch_size].to(device)
+        xb, yb = _to_float(X[i : i + batch_size], device), Y[i : i + batch_size].to(device)
         logits = model(xb)
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -114,11 +105,28 @@ def evaluate_accuracy(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, *, dev
     return correct / n, loss_sum / n
 
 
-def train_classifier(model: nn.Module, train_set, val_set, *, epochs: int, batch_size: int = 128,
-                     lr: float = 0.05, device="cpu", checkpoint_path, resume: bool = False, seed: int = 0,
-                     progress: bool = True, augment: bool | None = True, optimizer: str = "sgd",
-                     weight_decay: float = 5e-4, final_path=None, arch: str | None = None,
-                     num_classes: int | None = None, meta: dict | None = None, on_epoch_end=None) -> dict:
+def train_classifier(
+    model: nn.Module,
+    train_set,
+    val_set,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 0.05,
+    device="cpu",
+    checkpoint_path,
+    resume: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    augment: bool | None = True,
+    optimizer: str = "sgd",
+    weight_decay: float = 5e-4,
+    final_path=None,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    meta: dict | None = None,
+    on_epoch_end=None,
+) -> dict:
     """Train ``model`` (images in [0, 1] -> logits) with cross-entropy; returns the history.
 
     Optimiser: ``"sgd"`` (momentum 0.9, Nesterov) or ``"adamw"``, with linear warm-up
@@ -150,10 +158,21 @@ def train_classifier(model: nn.Module, train_set, val_set, *, epochs: int, batch
     hflip = _dataset_allows_hflip(train_set)
     pad = (4 if hflip else 2) if augment else 0
     steps_per_epoch = math.ceil(len(Y) / batch_size)
-    config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-              "weight_decay": weight_decay, "seed": seed, "augment_pad": pad, "augment_hflip": bool(augment and hflip),
-              "train_size": len(Y), "val_size": 0 if Yv is None else len(Yv), "arch": arch,
-              "num_classes": num_classes, "steps_per_epoch": steps_per_epoch}
+    config = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "augment_pad": pad,
+        "augment_hflip": bool(augment and hflip),
+        "train_size": len(Y),
+        "val_size": 0 if Yv is None else len(Yv),
+        "arch": arch,
+        "num_classes": num_classes,
+        "steps_per_epoch": steps_per_epoch,
+    }
 
     torch.manual_seed(seed)
     model.to(device).train()
@@ -189,10 +208,15 @@ def train_classifier(model: nn.Module, train_set, val_set, *, epochs: int, batch
         perm = torch.randperm(len(Y), generator=gen)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
         for step in bar:
-            idx = perm[step * batch_size:(step + 1) * batch_size]
+            idx = perm[step * batch_size : (step + 1) * batch_size]
             xb, yb = _to_float(X[idx], device), Y[idx].to(device)
             if pad or hflip and augment:
                 xb = augment_batch(xb, pad=pad, hflip=bool(augment and hflip), gen=gen)
@@ -208,22 +232,42 @@ def train_classifier(model: nn.Module, train_set, val_set, *, epochs: int, batch
             if step % 10 == 0 or step == steps_per_epoch - 1:
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         bar.close()
-        rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "lr": sched.get_last_lr()[0]}
+        rec = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "lr": sched.get_last_lr()[0],
+        }
         if Yv is not None and len(Yv):
             rec["val_acc"], rec["val_loss"] = evaluate_accuracy(model, Xv, Yv, device=device)
         rec["seconds"] = time.time() - t0
         history["epochs"].append(rec)
         if progress:
             val = f" val_acc {rec['val_acc']:.4f}" if "val_acc" in rec else ""
-            tqdm.write(f"epoch {epoch + 1}/{epochs}: train_loss {rec['train_loss']:.4f} "
-                       f"train_acc {rec['train_acc']:.4f}{val} ({rec['seconds']:.1f}s)")
-        rng = {"torch": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-        atomic_save({"kind": STATE_KIND, "arch": arch, "num_classes": int(num_classes),
-                     "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                     "meta": dict(meta or {}), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch + 1, "history": history, "rng": rng, "config": config}, checkpoint_path)
+            tqdm.write(
+                f"epoch {epoch + 1}/{epochs}: train_loss {rec['train_loss']:.4f} "
+                f"train_acc {rec['train_acc']:.4f}{val} ({rec['seconds']:.1f}s)"
+            )
+        rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
+        atomic_save(
+            {
+                "kind": STATE_KIND,
+                "arch": arch,
+                "num_classes": int(num_classes),
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "meta": dict(meta or {}),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch + 1,
+                "history": history,
+                "rng": rng,
+                "config": config,
+            },
+            checkpoint_path,
+        )
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
 
@@ -235,5 +279,5 @@ def train_classifier(model: nn.Module, train_set, val_set, *, epochs: int, batch
     final_meta = dict(meta or {})
     final_meta.update(val_acc=last.get("val_acc"), epochs=epochs)
     save_classifier(model, final_path, arch=arch, num_classes=num_classes, **final_meta)
-    _write_json(history, history_path(final_path))
+    atomic_write_json(history_path(final_path), history, indent=2)
     return history

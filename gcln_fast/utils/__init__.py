@@ -1,0 +1,1 @@
+"""Small helpers shared by the pipeline: atomic file writes, checkpoints, freezing, accuracy."""

@@ -34,13 +34,40 @@ from pathlib import Path
 
 # Settings. "full" is sized for <= 15 minutes on an idle 2-core CPU; "fast" for a smoke run.
 PROFILES = {
-    "full": dict(train_size=20000, test_size=1000, eval_n=300, clf_epochs=5, sub_epochs=3, gcln_train=4096,
-                 gcln_epochs=10, plot_n=200, iter_n=100, q_n=200, batch_size=64,
-                 oblivious=("fgsm", "pgd", "bim", "cw"), adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce"), transfer=("fgsm", "pgd"),
-                 sanity_subset=32),
-    "fast": dict(train_size=4000, test_size=400, eval_n=200, clf_epochs=2, sub_epochs=1, gcln_train=1024,
-                 gcln_epochs=1, plot_n=64, iter_n=32, q_n=64, batch_size=64,
-                 oblivious=("fgsm", "pgd"), adaptive=("fgsm", "pgd"), transfer=("pgd",), sanity_subset=16),
+    "full": dict(
+        train_size=20000,
+        test_size=1000,
+        eval_n=300,
+        clf_epochs=5,
+        sub_epochs=3,
+        gcln_train=4096,
+        gcln_epochs=10,
+        plot_n=200,
+        iter_n=100,
+        q_n=200,
+        batch_size=64,
+        oblivious=("fgsm", "pgd", "bim", "cw"),
+        adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce"),
+        transfer=("fgsm", "pgd"),
+        sanity_subset=32,
+    ),
+    "fast": dict(
+        train_size=4000,
+        test_size=400,
+        eval_n=200,
+        clf_epochs=2,
+        sub_epochs=1,
+        gcln_train=1024,
+        gcln_epochs=1,
+        plot_n=64,
+        iter_n=32,
+        q_n=64,
+        batch_size=64,
+        oblivious=("fgsm", "pgd"),
+        adaptive=("fgsm", "pgd"),
+        transfer=("pgd",),
+        sanity_subset=16,
+    ),
 }
 DEMO_ATTACK_MIX = (
     {"attack": "pgd", "eps": 12 / 255, "step": 3 / 255, "steps": 5},
@@ -52,12 +79,17 @@ Q = 10.0
 
 
 def add_parser(subparsers, name: str = "demo"):
-    p = subparsers.add_parser(name, help="end-to-end GCLN demo on the embedded dataset (CPU, resumable)",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        name, help="end-to-end GCLN demo on the embedded dataset (CPU, resumable)", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument("--fast", action="store_true", help="a much smaller smoke run (numbers not meaningful)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; on a CPU shared with other jobs 1 is often faster)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; on a CPU shared with other jobs 1 is often faster)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -83,13 +115,6 @@ class _Timer:
         return _P()
 
 
-def _acc(model, x, y, batch=250):
-    import torch
-
-    with torch.no_grad():
-        return sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(y), batch)) / len(y)
-
-
 def _fmt(v):
     return "—" if v is None else f"{100 * v:.1f}%"
 
@@ -101,11 +126,12 @@ def run(args: argparse.Namespace) -> int:
     from .. import QuantizedDCT
     from ..attacks import PRESETS, craft
     from ..data import as_tensors, get_dataset
+    from ..evaluation import evaluate, write_report
+    from ..gcln import load_generator, plots, train_gcln
     from ..models import build_classifier, load_classifier
     from ..training.classifier import train_classifier
     from ..utils.checkpoint import atomic_save, load_checkpoint
-    from . import plots
-    from .train import load_generator, train_gcln
+    from ..utils.metrics import accuracy as _acc
 
     t_all = time.time()
     if args.threads:
@@ -116,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     settings = PRESETS["embedded"]  # eps 12/255, step 3/255, 10 iterations (SVHN budget of the paper)
     timer = _Timer()
-    print(f"gcln demo ({'fast' if args.fast else 'full'} profile) -> {out}; threads {torch.get_num_threads()}; "
-          f"attack settings: eps {settings.eps * 255:.0f}/255, step {settings.step * 255:.0f}/255, {settings.steps} steps")
+    print(
+        f"gcln demo ({'fast' if args.fast else 'full'} profile) -> {out}; threads {torch.get_num_threads()}; "
+        f"attack settings: eps {settings.eps * 255:.0f}/255, step {settings.step * 255:.0f}/255, {settings.steps} steps"
+    )
 
     with timer.phase("data"):
         root = out / "data"
@@ -134,9 +162,21 @@ def run(args: argparse.Namespace) -> int:
             return load_classifier(path)
         torch.manual_seed(seed)
         model = build_classifier("small_cnn", 10)
-        hist = train_classifier(model, subset, test_set, epochs=epochs, batch_size=128, lr=lr, optimizer=optimizer,
-                                device="cpu", checkpoint_path=path.with_suffix(".state.pt"), final_path=path,
-                                resume=True, seed=seed, progress=progress)
+        hist = train_classifier(
+            model,
+            subset,
+            test_set,
+            epochs=epochs,
+            batch_size=128,
+            lr=lr,
+            optimizer=optimizer,
+            device="cpu",
+            checkpoint_path=path.with_suffix(".state.pt"),
+            final_path=path,
+            resume=True,
+            seed=seed,
+            progress=progress,
+        )
         print(f"val accuracy {hist['final_val_acc']:.3f}")
         return load_classifier(path)
 
@@ -152,15 +192,33 @@ def run(args: argparse.Namespace) -> int:
             print(f"{adv_path} exists: skipped")
         else:
             gen = torch.Generator().manual_seed(args.seed)
-            adv = {name: craft("oblivious", name, Xe, Ye, classifier=C, settings=settings, generator=gen) for name in ("pgd", "fgsm")}
+            adv = {
+                name: craft("oblivious", name, Xe, Ye, classifier=C, settings=settings, generator=gen)
+                for name in ("pgd", "fgsm")
+            }
             atomic_save(adv, adv_path)
-        print(f"C: clean {_fmt(_acc(C, Xe, Ye))}, white-box FGSM {_fmt(_acc(C, adv['fgsm'], Ye))}, PGD {_fmt(_acc(C, adv['pgd'], Ye))}")
+        print(
+            f"C: clean {_fmt(_acc(C, Xe, Ye))}, white-box FGSM {_fmt(_acc(C, adv['fgsm'], Ye))}, PGD {_fmt(_acc(C, adv['pgd'], Ye))}"
+        )
 
     with timer.phase("gcln"):
-        res = train_gcln(C, (X[: prof["gcln_train"]], Y[: prof["gcln_train"]]), out_dir=out / "gcln", epochs=prof["gcln_epochs"],
-                         detector_epochs=1, q=Q, generator_kwargs={"width": 16, "blocks": 1}, detector_kwargs={"width": 16, "highpass": False},
-                         batch_size=prof["batch_size"], lr=2e-3, attack_mix=DEMO_ATTACK_MIX, device="cpu",
-                         seed=args.seed, resume=True, progress=progress)
+        res = train_gcln(
+            C,
+            (X[: prof["gcln_train"]], Y[: prof["gcln_train"]]),
+            out_dir=out / "gcln",
+            epochs=prof["gcln_epochs"],
+            detector_epochs=1,
+            q=Q,
+            generator_kwargs={"width": 16, "blocks": 1},
+            detector_kwargs={"width": 16, "highpass": False},
+            batch_size=prof["batch_size"],
+            lr=2e-3,
+            attack_mix=DEMO_ATTACK_MIX,
+            device="cpu",
+            seed=args.seed,
+            resume=True,
+            progress=progress,
+        )
         G = load_generator(out / "gcln" / "gcln.pt")
         history = res["history"]
 
@@ -168,27 +226,37 @@ def run(args: argparse.Namespace) -> int:
     quality = {}
     for name, d in defences.items():
         m = nn.Sequential(d, C).eval()
-        quality[name] = {"clean": _acc(m, Xe, Ye), "oblivious_pgd": _acc(m, adv["pgd"], Ye), "oblivious_fgsm": _acc(m, adv["fgsm"], Ye)}
+        quality[name] = {
+            "clean": _acc(m, Xe, Ye),
+            "oblivious_pgd": _acc(m, adv["pgd"], Ye),
+            "oblivious_fgsm": _acc(m, adv["fgsm"], Ye),
+        }
 
     report_md = None
     with timer.phase("evaluate"):
         eval_dir = out / "eval"
-        try:
-            from ..evaluation import evaluate, write_report
-        except ImportError as exc:
-            print(f"gcln_fast.evaluation is not available ({exc}): evaluation skipped")
+        done = sorted(eval_dir.glob("*.md")) if eval_dir.is_dir() else []
+        if not done:
+            table = evaluate(
+                defences,
+                C,
+                S,
+                Xe,
+                Ye,
+                settings=settings,
+                oblivious=prof["oblivious"],
+                adaptive=prof["adaptive"],
+                transfer=prof["transfer"],
+                sanity_subset=prof["sanity_subset"],
+                seed=args.seed,
+                progress=progress,
+                meta={"demo": "gcln demo", "profile": "fast" if args.fast else "full"},
+            )
+            write_report(table, eval_dir)
+            done = sorted(eval_dir.glob("*.md"))
         else:
-            done = sorted(eval_dir.glob("*.md")) if eval_dir.is_dir() else []
-            if not done:
-                table = evaluate(defences, C, S, Xe, Ye, settings=settings, oblivious=prof["oblivious"],
-                                 adaptive=prof["adaptive"], transfer=prof["transfer"], sanity_subset=prof["sanity_subset"],
-                                 seed=args.seed, progress=progress,
-                                 meta={"demo": "gcln demo", "profile": "fast" if args.fast else "full"})
-                write_report(table, eval_dir)
-                done = sorted(eval_dir.glob("*.md"))
-            else:
-                print(f"{eval_dir} has a report: skipped")
-            report_md = "\n\n".join(p.read_text() for p in done)
+            print(f"{eval_dir} has a report: skipped")
+        report_md = "\n\n".join(p.read_text() for p in done)
 
     with timer.phase("plots"):
         pdir = out / "plots"
@@ -196,14 +264,35 @@ def run(args: argparse.Namespace) -> int:
         n = prof["plot_n"]
         xa = adv["pgd"][:8]
         with torch.no_grad():
-            plots.image_grid(Xe[:8], xa, G(xa), pdir / "cleaning_grid.png", labels=Ye[:8], classifier=C,
-                             title=f"clean / white-box PGD eps {settings.eps * 255:.0f}/255 on C / cleaned by GCLN (q={Q:g})")
+            plots.image_grid(
+                Xe[:8],
+                xa,
+                G(xa),
+                pdir / "cleaning_grid.png",
+                labels=Ye[:8],
+                classifier=C,
+                title=f"clean / white-box PGD eps {settings.eps * 255:.0f}/255 on C / cleaned by GCLN (q={Q:g})",
+            )
         if not (pdir / "accuracy_vs_q.json").is_file():
-            plots.accuracy_vs_q(C, Xe[: prof["q_n"]], Ye[: prof["q_n"]], qs=(2, 5, 10, 15, 20), generators={Q: G}, eps=8 / 255,
-                                step=1 / 255, iterations=10, out_dir=pdir)
+            plots.accuracy_vs_q(
+                C,
+                Xe[: prof["q_n"]],
+                Ye[: prof["q_n"]],
+                qs=(2, 5, 10, 15, 20),
+                generators={Q: G},
+                eps=8 / 255,
+                step=1 / 255,
+                iterations=10,
+                out_dir=pdir,
+            )
         if not (pdir / "accuracy_vs_bpda_iterations.json").is_file():
-            plots.accuracy_vs_iterations({"No defence": None, f"QNT alone (q={Q:g})": QuantizedDCT(Q), f"GCLN (q={Q:g})": G}, C,
-                                         Xe[: prof["iter_n"]], Ye[: prof["iter_n"]], out_dir=pdir)
+            plots.accuracy_vs_iterations(
+                {"No defence": None, f"QNT alone (q={Q:g})": QuantizedDCT(Q), f"GCLN (q={Q:g})": G},
+                C,
+                Xe[: prof["iter_n"]],
+                Ye[: prof["iter_n"]],
+                out_dir=pdir,
+            )
         del n
         print("plots:", ", ".join(sorted(p.name for p in pdir.glob("*.png"))))
 
@@ -211,8 +300,10 @@ def run(args: argparse.Namespace) -> int:
     print("\n" + "=" * 78)
     if report_md:
         print(report_md)
-    print("\nQuality bar (oblivious white-box: attacks crafted on C alone; "
-          f"{len(Ye)} held-out images, eps {settings.eps * 255:.0f}/255):\n")
+    print(
+        "\nQuality bar (oblivious white-box: attacks crafted on C alone; "
+        f"{len(Ye)} held-out images, eps {settings.eps * 255:.0f}/255):\n"
+    )
     print("| defence | clean | FGSM (oblivious) | PGD-10 (oblivious) |")
     print("|---|---|---|---|")
     for name, r in quality.items():
@@ -221,17 +312,33 @@ def run(args: argparse.Namespace) -> int:
     gain = 100 * (g["oblivious_pgd"] - nd["oblivious_pgd"])
     drop = 100 * (nd["clean"] - g["clean"])
     ok = gain >= 40 and drop <= 3
-    print(f"\nGCLN vs No defence: oblivious PGD {gain:+.1f} points (bar: >= +40), clean {-drop:+.1f} points (bar: >= -3): "
-          f"{'MET' if ok else 'NOT MET'}")
+    print(
+        f"\nGCLN vs No defence: oblivious PGD {gain:+.1f} points (bar: >= +40), clean {-drop:+.1f} points (bar: >= -3): "
+        f"{'MET' if ok else 'NOT MET'}"
+    )
     it = json.loads((out / "plots" / "accuracy_vs_bpda_iterations.json").read_text())
     gname = f"GCLN (q={Q:g})"
-    print(f"Adaptive BPDA-PGD (eps 8/255, step 1/255, {len(it['accuracy'][gname]) and it['n']} images): GCLN "
-          + ", ".join(f"{k} it {_fmt(v)}" for k, v in zip(it["iterations"], it["accuracy"][gname], strict=True) if k in (10, 50, 100))
-          + f"; No defence at 10 it {_fmt(it['accuracy']['No defence'][0])}")
+    print(
+        f"Adaptive BPDA-PGD (eps 8/255, step 1/255, {len(it['accuracy'][gname]) and it['n']} images): GCLN "
+        + ", ".join(
+            f"{k} it {_fmt(v)}"
+            for k, v in zip(it["iterations"], it["accuracy"][gname], strict=True)
+            if k in (10, 50, 100)
+        )
+        + f"; No defence at 10 it {_fmt(it['accuracy']['No defence'][0])}"
+    )
     timer.times["total"] = time.time() - t_all
     print("\nWall time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in timer.times.items()))
-    summary = {"profile": "fast" if args.fast else "full", "settings": settings.to_dict(), "quality": quality,
-               "quality_bar_met": ok, "oblivious_pgd_gain_points": gain, "clean_drop_points": drop,
-               "wall_seconds": timer.times, "threads": torch.get_num_threads(), "profile_settings": prof}
+    summary = {
+        "profile": "fast" if args.fast else "full",
+        "settings": settings.to_dict(),
+        "quality": quality,
+        "quality_bar_met": ok,
+        "oblivious_pgd_gain_points": gain,
+        "clean_drop_points": drop,
+        "wall_seconds": timer.times,
+        "threads": torch.get_num_threads(),
+        "profile_settings": prof,
+    }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=1))
     return 0

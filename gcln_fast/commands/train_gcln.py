@@ -23,8 +23,11 @@ def add_parser(subparsers, name: str = "train"):
     p.add_argument("--trainable-q", action="store_true", help="learn the quantization step")
     p.add_argument("--qnt-features", action="store_true", help="also quantize G's intermediate feature maps")
     p.add_argument("--width", type=int, default=32, help="G's base width")
-    p.add_argument("--plain-detector", action="store_true",
-                   help="D reads the image only (no fixed high-pass residual input); see gcln_fast.gcln.demo")
+    p.add_argument(
+        "--plain-detector",
+        action="store_true",
+        help="D reads the image only (no fixed high-pass residual input); see gcln_fast.commands.demo",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="global batch size")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--lambda", dest="lam", type=float, default=0.5, help="weight of L_P in L_G (eq. 3)")
@@ -44,14 +47,19 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import get_dataset
+    from ..gcln import train_gcln
     from ..models import load_classifier
-    from .train import train_gcln
 
     if args.threads:
         torch.set_num_threads(args.threads)
     classifier = load_classifier(args.classifier)
-    train_set = get_dataset(args.dataset, "train", root=args.data_root, seed=args.seed,
-                            size=args.train_size if args.dataset == "embedded" else None)
+    train_set = get_dataset(
+        args.dataset,
+        "train",
+        root=args.data_root,
+        seed=args.seed,
+        size=args.train_size if args.dataset == "embedded" else None,
+    )
     result = train_gcln(
         classifier,
         train_set,
@@ -78,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     last = [e for e in result["history"]["epochs"] if e["phase"] == 2]
     if last:
         e = last[-1]
-        print(f"GCLN trained: {result['steps']} G steps; last epoch loss_G {e['loss_g']:.4f} loss_D {e['loss_d']:.4f} "
-              f"acc C(G(x*)) {e['acc_recovered']:.3f} acc C(G(x)) {e['acc_clean_through_g']:.3f}")
+        print(
+            f"GCLN trained: {result['steps']} G steps; last epoch loss_G {e['loss_g']:.4f} loss_D {e['loss_d']:.4f} "
+            f"acc C(G(x*)) {e['acc_recovered']:.3f} acc C(G(x)) {e['acc_clean_through_g']:.3f}"
+        )
     print(f"checkpoint: {result['checkpoint']}")
     return 0

@@ -21,14 +21,20 @@ def add_parser(subparsers, name: str = "eval"):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--classifier", required=True, help="classifier checkpoint (gcln_fast.models.save_classifier)")
-    p.add_argument("--substitute", default=None, help="substitute classifier for the black-box transfer attacks (omit: skipped)")
+    p.add_argument(
+        "--substitute", default=None, help="substitute classifier for the black-box transfer attacks (omit: skipped)"
+    )
     p.add_argument("--dataset", choices=["embedded", "cifar10", "svhn", "folder"], default="embedded")
     p.add_argument("--data-root", default=None, help="dataset directory (required for 'folder')")
     p.add_argument("--split", default="test")
     p.add_argument("--n", type=int, default=1000, help="number of test images")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--gcln", action="append", default=[], metavar="PATH", help="GCLN checkpoint (repeat for several rows)")
-    p.add_argument("--qnt-steps", type=float, nargs="*", default=[5.0, 10.0], help="rows of QuantizedDCT alone (no generator)")
+    p.add_argument(
+        "--gcln", action="append", default=[], metavar="PATH", help="GCLN checkpoint (repeat for several rows)"
+    )
+    p.add_argument(
+        "--qnt-steps", type=float, nargs="*", default=[5.0, 10.0], help="rows of QuantizedDCT alone (no generator)"
+    )
     p.add_argument("--out", required=True, help="output directory for results.json and results.md")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -40,8 +46,20 @@ def add_parser(subparsers, name: str = "eval"):
     p.add_argument("--eot", type=int, default=None, help="gradient samples per step (for randomised defences)")
     p.add_argument("--restarts", type=int, default=None, help="PGD and APGD restarts")
     p.add_argument("--sanity-subset", type=int, default=64, help="images used by the eps/iteration sweeps")
-    p.add_argument("--iter-sweep", type=int, nargs="*", default=None, help="iteration counts of the sanity sweep (default 10 20 50 100)")
-    p.add_argument("--eps-sweep", type=float, nargs="*", default=None, help="radii of the sanity eps sweep, in 1/255 units (default 8 16 32 64)")
+    p.add_argument(
+        "--iter-sweep",
+        type=int,
+        nargs="*",
+        default=None,
+        help="iteration counts of the sanity sweep (default 10 20 50 100)",
+    )
+    p.add_argument(
+        "--eps-sweep",
+        type=float,
+        nargs="*",
+        default=None,
+        help="radii of the sanity eps sweep, in 1/255 units (default 8 16 32 64)",
+    )
     p.add_argument("--no-sanity", action="store_true", help="skip the sanity sweeps and checks")
     p.add_argument("--adaptive", nargs="*", default=None, choices=list(ATTACKS), help="adaptive attacks to run")
     p.add_argument("--oblivious", nargs="*", default=None, choices=list(ATTACKS), help="oblivious attacks to run")
@@ -61,7 +79,7 @@ def build_defences(args) -> dict:
     for q in args.qnt_steps:
         defences[f"QNT q={q:g}"] = QuantizedDCT(q).to(args.device)
     if args.gcln:
-        from ..gcln import load_generator  # lazily: only needed for GCLN rows
+        from ..gcln import load_generator
 
         for path in args.gcln:
             name = f"GCLN {Path(path).stem}"
@@ -78,7 +96,12 @@ def settings_from_args(args):
     changes = {}
     if args.eps is not None:
         changes["eps"] = args.eps / 255
-    for field, value in (("steps", args.steps), ("apgd_steps", args.apgd_steps), ("cw_steps", args.cw_steps), ("eot", args.eot)):
+    for field, value in (
+        ("steps", args.steps),
+        ("apgd_steps", args.apgd_steps),
+        ("cw_steps", args.cw_steps),
+        ("eot", args.eot),
+    ):
         if value is not None:
             changes[field] = value
     if args.restarts is not None:
@@ -94,8 +117,15 @@ def run(args) -> int:
     import torch
 
     from ..data import as_tensors, get_dataset
+    from ..evaluation import (
+        DEFAULT_ADAPTIVE,
+        DEFAULT_OBLIVIOUS,
+        DEFAULT_TRANSFER,
+        evaluate,
+        format_markdown,
+        write_report,
+    )
     from ..models import load_classifier
-    from . import DEFAULT_ADAPTIVE, DEFAULT_OBLIVIOUS, DEFAULT_TRANSFER, evaluate, format_markdown, write_report
 
     if args.n < 1:
         raise SystemExit("--n must be >= 1")
@@ -110,18 +140,34 @@ def run(args) -> int:
     classifier = load_classifier(args.classifier, map_location=args.device)
     substitute = load_classifier(args.substitute, map_location=args.device) if args.substitute else None
     defences = build_defences(args)
-    print(f"loaded {len(X)} {args.dataset}/{args.split} images and {len(defences)} defence rows in {time.perf_counter() - t0:.1f}s",
-          file=sys.stderr)
+    print(
+        f"loaded {len(X)} {args.dataset}/{args.split} images and {len(defences)} defence rows in {time.perf_counter() - t0:.1f}s",
+        file=sys.stderr,
+    )
     table = evaluate(
-        defences, classifier, substitute, X, Y,
-        settings=settings, batch_size=args.batch_size, seed=args.seed, device=args.device,
+        defences,
+        classifier,
+        substitute,
+        X,
+        Y,
+        settings=settings,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
         oblivious=args.oblivious if args.oblivious is not None else DEFAULT_OBLIVIOUS,
         adaptive=args.adaptive if args.adaptive is not None else DEFAULT_ADAPTIVE,
         transfer=args.transfer if args.transfer is not None else DEFAULT_TRANSFER,
-        sanity=not args.no_sanity, sanity_subset=args.sanity_subset, progress=not args.no_progress,
-        meta={"dataset": args.dataset, "split": args.split, "classifier": str(args.classifier),
-              "substitute": str(args.substitute) if args.substitute else None, "gcln": [str(p) for p in args.gcln],
-              "preset": args.preset or DATASET_PRESET[args.dataset]},
+        sanity=not args.no_sanity,
+        sanity_subset=args.sanity_subset,
+        progress=not args.no_progress,
+        meta={
+            "dataset": args.dataset,
+            "split": args.split,
+            "classifier": str(args.classifier),
+            "substitute": str(args.substitute) if args.substitute else None,
+            "gcln": [str(p) for p in args.gcln],
+            "preset": args.preset or DATASET_PRESET[args.dataset],
+        },
     )
     paths = write_report(table, args.out)
     print(format_markdown(table))

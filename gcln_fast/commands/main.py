@@ -1,4 +1,4 @@
-"""``gcln``: the command-line entry point. Each subcommand lives beside the code it drives."""
+"""``gcln``: train classifiers and the GCLN defence, evaluate them, run the end-to-end demo."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 # subcommand -> module that defines add_parser(subparsers); imported lazily so
 # `gcln --help` stays fast and one broken subcommand cannot break the others.
 SUBCOMMANDS = {
-    "train-classifier": "gcln_fast.training.classifier_cli",
-    "eval": "gcln_fast.evaluation.cli",
-    "train": "gcln_fast.gcln.cli",
-    "demo": "gcln_fast.gcln.demo",
+    "train-classifier": "gcln_fast.commands.train_classifier",
+    "eval": "gcln_fast.commands.evaluate",
+    "train": "gcln_fast.commands.train_gcln",
+    "demo": "gcln_fast.commands.demo",
 }
 
 
