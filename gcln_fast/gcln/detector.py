@@ -19,14 +19,18 @@ class Detector(nn.Module):
     noise at all and its loss stays at log 2 for hundreds of steps. The first
     two convolutions keep full resolution (no early pooling). No batch
     normalisation (a GAN discriminator that sees clean and generated batches
-    separately would otherwise learn batch statistics).
+    separately would otherwise learn batch statistics). ``spectral_norm=True`` puts spectral
+    normalisation (Miyato et al. 2018) on every layer, which bounds D's Lipschitz constant and so
+    the size of the gradient L_A hands to G.
     """
 
-    def __init__(self, width: int = 32, highpass: bool = True):
+    def __init__(self, width: int = 32, highpass: bool = True, spectral_norm: bool = False):
         super().__init__()
         w = int(width)
+        if w < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
         self.highpass = bool(highpass)
-        self.config = {"width": w, "highpass": self.highpass}
+        self.config = {"width": w, "highpass": self.highpass, "spectral_norm": bool(spectral_norm)}
         act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
         self.features = nn.Sequential(
             nn.Conv2d(6 if self.highpass else 3, w, 3, padding=1),
@@ -41,6 +45,10 @@ class Detector(nn.Module):
             act(),
         )
         self.head = nn.Linear(4 * w, 2)
+        if spectral_norm:
+            for m in [*self.features, self.head]:
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.highpass:

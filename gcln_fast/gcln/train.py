@@ -1,50 +1,46 @@
 """Training of GCLN: the detector D, then G and D against each other (section 3.3, eq. 6).
 
-Phase 1 (``detector_epochs``): D learns clean images (label 0) against their
-attacked versions (label 1), crafted against the target classifier C by the
-existing attacks (``gcln_fast.attacks``; a mix of attacks and budgets).
+Phase 1 (``detector_epochs``): D learns clean images (label 0) against their attacked versions
+(label 1), crafted against the target classifier C by ``gcln_fast.attacks`` (an attack mix).
 
 Phase 2 (``epochs``), per batch of clean images ``x_o`` with labels ``y``:
 
-1. ``x*``: adversarial examples regenerated against C for *this* batch, so a
-   new set every epoch. Oblivious by default (crafted on C alone, as in the
-   paper); with ``adaptive=True`` they are crafted through the current G as
-   well (on ``C(G(.))``, BPDA: the QNT layer's backward is straight-through).
-2. G runs once on ``[x*, x_o]``: **G also sees the clean images** and is asked
-   to return them unchanged in feature space. Design choice (not in the paper):
-   it keeps clean accuracy; a deployed G cannot know whether its input was
-   attacked.
-3. D step (the max of eq. 6): cross-entropy on clean images (``x_o`` plus
-   samples of the on-the-fly clean set Omega^o) -> 0 and ``G(x*)`` -> 1.
-4. G step (the min): ``L_G = lambda * L_P + (1 - lambda) * L_A`` (eq. 3), with
-   ``L_P`` the perceptual loss of ``G([x*, x_o])`` against ``[x_o, x_o]`` and
-   ``L_A = CE(D(G(x*)), clean)``.
-5. Recovered images ``G(x*)`` that C classifies correctly are added to Omega^o
-   (a bounded FIFO buffer, ``clean_buffer_size``), which feeds step 3.
+1. ``x*``: adversarial examples regenerated for *this* batch (:mod:`.crafting`): on C alone
+   (oblivious, the paper) or, for a share that ``adaptive`` / ``adaptive_ramp`` schedule from 0
+   upwards, through the current G and C (BPDA: the QNT layer's backward is straight-through).
+2. G runs once on ``[x*, x_o]``: G also sees the clean images and is asked to return them
+   unchanged in feature space (not in the paper: it keeps clean accuracy; a deployed G cannot
+   know whether its input was attacked).
+3. D step (the max of eq. 6): clean images (``x_o`` plus a ``buffer_fraction`` of samples of the
+   on-the-fly clean set Omega^o) -> 0, ``G(x*)`` -> 1.
+4. G step (the min): ``L_G = lam L_P + w_A L_A + mu L_CE + beta L_KL`` where ``L_P`` is the
+   perceptual loss of ``G([x*, x_o])`` against ``[x_o, x_o]``, ``L_A = CE(D(G(x*)), clean)``
+   with ``w_A`` ramped from 0 to ``1 - lam`` over the first ``adv_warmup`` of the G steps (G
+   first learns to restore content, then to fool D), ``L_CE`` the cross-entropy of
+   ``C(G([x*, x_o]))`` (through C; ``mu=0``: the paper's loss) and ``L_KL`` the TRADES term
+   ``KL(C(G(x_o)) || C(G(x*)))``. With ``finetune_classifier`` a copy of C is trained jointly on
+   ``L_CE + L_KL`` (the pair becomes an adversarially trained model with a QNT front end).
+5. Recovered images ``G(x*)`` that C classifies correctly are added to Omega^o (a bounded FIFO).
 
-Checkpoints (one file, ``out_dir/gcln.pt``, written atomically after every
-epoch of either phase) hold G, D, both optimizers, the epoch counters, the
-history, the RNG states, the clean buffer and the configuration as plain
-types; ``resume=True`` continues from it. They are read with
-``weights_only=True`` only. Per-step records go to ``out_dir/train_log.csv``
-and ``out_dir/history.json``.
+After every phase-2 epoch the divergence guard (:mod:`.guard`) compares clean accuracy through G
+with C alone on ``guard_size`` held-out training images and backs off / stops visibly.
 
-Scale-out: under ``torchrun --nproc_per_node=N`` (or with a process group
-already initialised) G and D are wrapped in DistributedDataParallel, each rank
-reads its shard through a ``DistributedSampler``, ``batch_size`` is the
-*global* batch (each rank takes ``batch_size // world_size``, so the number of
-steps is that of a single process), and rank 0 alone writes checkpoints and
-logs. NCCL on CUDA, gloo on CPU. On CUDA, G/D/the perceptual network run in
-bf16 autocast and channels-last. Each rank keeps its own clean buffer; the
-checkpoint holds rank 0's.
+Checkpoints (``out_dir/gcln.pt``, written atomically after every epoch of either phase) hold G,
+D (and the fine-tuned C), the optimizers, the counters, the history, the RNG states, the clean
+buffer and the configuration as plain types; ``resume=True`` continues from it. They are read
+with ``weights_only=True`` only. Per-step records go to ``train_log.csv`` and ``history.json``.
+
+Scale-out: under ``torchrun --nproc_per_node=N`` (or with a process group already initialised)
+G, D (and a fine-tuned C) are wrapped in DistributedDataParallel, each rank reads its shard,
+``batch_size`` is the global batch, and rank 0 alone writes checkpoints and logs. NCCL on CUDA,
+gloo on CPU. On CUDA, G/D/the perceptual network run in bf16 autocast and channels-last. Each
+rank keeps its own clean buffer; the checkpoint holds rank 0's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import functools
-import math
+import copy
 import os
 import time
 from pathlib import Path
@@ -54,92 +50,28 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .. import attacks
 from ..data import as_tensors
 from ..utils.checkpoint import atomic_save, load_checkpoint
-from ..utils.io import atomic_write, atomic_write_json
 from ..utils.modules import frozen
+from .buffer import CleanBuffer, update_clean_buffer
+from .crafting import DEFAULT_ATTACK_MIX, adaptive_fraction, craft_batch, craft_mix, resolve_attacks
 from .detector import ATTACKED, CLEAN, Detector
 from .generator import Generator
-from .losses import PerceptualLoss, adversarial_loss, generator_loss
+from .guard import DivergenceGuard, held_out_split, scale_lr
+from .logs import mean_of, plain, write_logs
+from .losses import PerceptualLoss, adversarial_loss
 
 CHECKPOINT_NAME = "gcln.pt"
 KIND = "gcln"
-
-# The attacks G and D are trained on: each batch is split evenly between them.
-# Keyword names follow gcln_fast.attacks (fgsm/pgd(model, x, y, **settings)).
-# Budgets span 4/255 .. 12/255 (12/255 = 0.05 is the SVHN / embedded-set budget of the paper).
-DEFAULT_ATTACK_MIX = (
-    {"attack": "pgd", "eps": 8 / 255, "step": 2 / 255, "steps": 7},
-    {"attack": "pgd", "eps": 12 / 255, "step": 3 / 255, "steps": 7},
-    {"attack": "pgd", "eps": 4 / 255, "step": 1 / 255, "steps": 7},
-    {"attack": "fgsm", "eps": 12 / 255},
-)
+__all__ = ["CleanBuffer", "DEFAULT_ATTACK_MIX", "update_clean_buffer", "train_gcln", "load_generator", "load_gcln_classifier"]
+EPOCH_KEYS = (
+    "loss_d", "loss_g", "loss_p", "loss_a", "loss_ce", "loss_kl", "d_acc", "d_acc_real", "d_acc_fake",
+    "g_fool_rate", "acc_recovered", "acc_clean_through_g", "acc_attacked_no_defence", "adaptive_fraction",
+    "weight_a", "q",
+)  # fmt: skip
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-class CleanBuffer:
-    """Bounded FIFO of recovered images that C classified correctly (the on-the-fly part of Omega^o)."""
-
-    def __init__(self, capacity: int):
-        self.capacity = int(capacity)
-        self.images: torch.Tensor | None = None  # (capacity, C, H, W) float32 on CPU (exactly what C judged)
-        self.size = 0
-        self.head = 0
-        self.added = 0  # total ever added
-
-    def add(self, images: torch.Tensor, keep: torch.Tensor) -> int:
-        """Add ``images[keep]`` (``keep`` a boolean mask); returns how many were added."""
-        if self.capacity <= 0:
-            return 0
-        sel = images[keep.to(images.device)].detach().to("cpu", torch.float32)
-        n = int(sel.shape[0])
-        if n == 0:
-            return 0
-        if self.images is None:
-            self.images = torch.zeros((self.capacity, *sel.shape[1:]), dtype=torch.float32)
-        sel = sel[-self.capacity :]
-        idx = (self.head + torch.arange(sel.shape[0])) % self.capacity
-        self.images[idx] = sel
-        self.head = int((self.head + sel.shape[0]) % self.capacity)
-        self.size = min(self.capacity, self.size + sel.shape[0])
-        self.added += n
-        return n
-
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
-        if self.size == 0 or n <= 0:
-            return None
-        idx = torch.randint(0, self.size, (n,), generator=generator)
-        return self.images[idx].float()
-
-    def state_dict(self) -> dict:
-        images = self.images[: self.size].clone() if self.images is not None else torch.zeros(0)
-        # store in FIFO order so the write head can be restored
-        return {"capacity": self.capacity, "images": images, "head": self.head, "added": self.added}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.capacity = int(state["capacity"])
-        imgs = state["images"]
-        self.size = int(imgs.shape[0]) if imgs.dim() == 4 else 0
-        self.head = int(state["head"])
-        self.added = int(state["added"])
-        if self.size:
-            self.images = torch.zeros((self.capacity, *imgs.shape[1:]), dtype=torch.float32)
-            self.images[: self.size] = imgs.to(torch.float32)
-        else:
-            self.images = None
-
-
-@torch.no_grad()
-def update_clean_buffer(
-    buffer: CleanBuffer, classifier: nn.Module, recovered: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
-    """Add the recovered images that ``classifier`` gets right to ``buffer``; returns the correctness mask."""
-    correct = classifier(recovered).argmax(dim=1) == labels
-    buffer.add(recovered, correct)
-    return correct
+# --------------------------------------------------------------------------- plumbing
 
 
 def _as_tensors(data, limit=None):
@@ -148,39 +80,12 @@ def _as_tensors(data, limit=None):
         X, Y = data
     else:
         X, Y = as_tensors(data, limit=limit)
-    X = X.float()
-    Y = Y.long()
+    X, Y = X.float(), Y.long()
     if limit is not None:
         X, Y = X[:limit], Y[:limit]
     if X.dim() != 4 or X.shape[0] != Y.shape[0]:
         raise ValueError(f"expected images (N, C, H, W) and N labels, got {tuple(X.shape)} and {tuple(Y.shape)}")
     return X, Y
-
-
-def _resolve_attacks(mix, attack_fns):
-    fns = dict(attack_fns or {})
-    for spec in mix:
-        fns.setdefault(spec["attack"], getattr(attacks, spec["attack"]))
-    return fns
-
-
-def _craft(model, x, y, mix, fns, gen):
-    """Split the batch at random between the attacks of ``mix``; each part is attacked on ``model``."""
-    if len(mix) == 1:
-        parts = [torch.arange(x.shape[0])]
-    else:
-        perm = torch.randperm(x.shape[0], generator=gen)
-        parts = list(perm.chunk(len(mix)))
-    out = x.clone()
-    with torch.enable_grad():
-        for spec, idx in zip(mix, parts, strict=False):
-            if idx.numel() == 0:
-                continue
-            idx = idx.to(x.device)
-            kwargs = {k: v for k, v in spec.items() if k != "attack"}
-            adv = fns[spec["attack"]](model, x[idx], y[idx], **kwargs)
-            out[idx] = adv.detach().to(out.dtype)
-    return out.clamp_(0, 1)
 
 
 def _rng_state(gen, device):
@@ -195,41 +100,6 @@ def _set_rng_state(state, gen, device):
     gen.set_state(state["generator"].cpu())
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-
-
-def _plain(obj):
-    """JSON/weights_only-safe copy (tuples become lists, numbers stay numbers)."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
-
-
-def _write_logs(out_dir: Path, history: dict, config: dict) -> None:
-    steps = history["steps"]
-    keys = []
-    for rec in steps:
-        for k in rec:
-            if k not in keys:
-                keys.append(k)
-
-    def write_csv(f):
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(steps)
-
-    atomic_write(out_dir / "train_log.csv", write_csv, binary=False)
-    atomic_write_json(out_dir / "history.json", _plain({"config": config, **history}))
-
-
-def _mean(records, key):
-    vals = [r[key] for r in records if r.get(key) is not None]
-    return sum(vals) / len(vals) if vals else None
 
 
 def _dist_info(device: torch.device):
@@ -260,39 +130,393 @@ def _all_mean(value: torch.Tensor, world: int) -> torch.Tensor:
     return value
 
 
-# --------------------------------------------------------------------------- training
+def _labels(n_real: int, n_fake: int, device) -> torch.Tensor:
+    return torch.cat(
+        [
+            torch.full((n_real,), CLEAN, dtype=torch.long, device=device),
+            torch.full((n_fake,), ATTACKED, dtype=torch.long, device=device),
+        ]
+    )
 
 
 def _detector_step(Dw, opt_d, real, fake, autocast):
-    """One update of D on clean ``real`` against attacked ``fake`` images; returns (loss, accuracy), detached."""
+    """One update of D on clean ``real`` against attacked ``fake`` images.
+
+    Returns detached (loss, accuracy, accuracy on the clean part, accuracy on the attacked part)."""
     inp = torch.cat([real, fake])
-    lab = torch.cat(
-        [
-            torch.full((real.shape[0],), CLEAN, dtype=torch.long, device=inp.device),
-            torch.full((fake.shape[0],), ATTACKED, dtype=torch.long, device=inp.device),
-        ]
-    )
+    lab = _labels(real.shape[0], fake.shape[0], inp.device)
     with autocast():
         logits = Dw(inp).float()
     loss = F.cross_entropy(logits, lab)
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
     opt_d.step()
-    return loss.detach(), (logits.argmax(1) == lab).float().mean()
+    hit = (logits.argmax(1) == lab).float().detach()
+    n = real.shape[0]
+    return loss.detach(), hit.mean(), hit[:n].mean(), hit[n:].mean()
 
 
-def _classifier_frozen(fn):
-    """Run ``fn(classifier, ...)`` with the classifier's parameters frozen, restored even if it raises."""
-
-    @functools.wraps(fn)
-    def wrapper(classifier, *args, **kwargs):
-        with frozen(classifier):
-            return fn(classifier, *args, **kwargs)
-
-    return wrapper
+def _ramp(step: int, total: int, frac: float) -> float:
+    """0 -> 1 linearly over the first ``frac`` of ``total`` steps (1 throughout when ``frac <= 0``)."""
+    if frac <= 0 or total <= 0:
+        return 1.0
+    return min(1.0, step / (frac * total))
 
 
-@_classifier_frozen
+# --------------------------------------------------------------------------- one training run
+
+
+class _Run:
+    """The state of one ``train_gcln`` call: networks, optimizers, data, counters, settings ``s``."""
+
+    def __init__(self, classifier, X, Y, out_dir, s: dict, device, rank: int, world: int):
+        self.s, self.device, self.rank, self.world = s, device, rank, world
+        self.out_dir, self.ckpt_path = Path(out_dir), Path(out_dir) / CHECKPOINT_NAME
+        if s["batch_size"] % world:
+            raise ValueError(f"batch_size {s['batch_size']} must be divisible by the world size {world}")
+        self.local_bs = s["batch_size"] // world
+        cuda = device.type == "cuda"
+        self.autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (cuda and s["amp"]) else contextlib.nullcontext
+        )
+        self.mf = torch.channels_last if cuda else torch.contiguous_format
+        self.X, self.Y, Xm, Ym = held_out_split(X, Y, s["guard_size"], s["seed"])
+        torch.manual_seed(s["seed"])  # same initial G and D on every rank and in every run with this seed
+        self.G = Generator(**s["generator"]).to(device, memory_format=self.mf)
+        self.D = Detector(**s["detector"]).to(device, memory_format=self.mf)
+        self.config = plain({"kind": KIND, "generator": self.G.config, "detector": self.D.config, "train": s["train"]})
+        torch.manual_seed(s["seed"] + rank)
+        self.gen = torch.Generator().manual_seed(s["seed"] + 1000 * (rank + 1))
+        self.C = classifier.to(device).eval()  # the original C: frozen, the guard's and L_P's reference
+        self.Ct = self.C  # the classifier G is trained against (a fine-tuned copy with finetune_classifier)
+        betas = (0.5, 0.999)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=s["lr"], betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=s["lr_d"], betas=betas)
+        self.opt_c = None
+        if s["finetune_classifier"]:
+            self.Ct = copy.deepcopy(self.C).eval()  # eval: BN statistics stay those of C
+            self.Ct.requires_grad_(True)
+            self.opt_c = torch.optim.SGD(self.Ct.parameters(), lr=s["lr_c"], momentum=0.9, weight_decay=5e-4)
+        self.buffer = CleanBuffer(s["clean_buffer_size"])
+        self.history = {"epochs": [], "steps": [], "guard": []}
+        self.phase1_done = self.epoch_done = self.g_steps = 0
+        self.stopped = False
+        self.guard = None
+        if Xm is not None:
+            g = s["guard"]
+            self.guard = DivergenceGuard(Xm.to(device), Ym.to(device), self.C, **g)
+        self.fns = resolve_attacks(s["attack_mix"], s["attack_fns"])
+        from torch.utils.data.distributed import DistributedSampler
+
+        n = int(self.X.shape[0])
+        self.sampler = DistributedSampler(
+            range(n), num_replicas=world, rank=rank, shuffle=True, seed=s["seed"], drop_last=True
+        )
+        self.steps_per_epoch = len(self.sampler) // self.local_bs
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{n} training images are fewer than one batch of {s['batch_size']}")
+        self.total_steps = s["epochs"] * self.steps_per_epoch
+        self.show = s["progress"] and rank == 0
+        self.Gw, self.Dw, self.Cw = self.G, self.D, self.Ct
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict:
+        st = {
+            "kind": KIND,
+            "config": self.config,
+            "generator": self.G.state_dict(),
+            "detector": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "detector_epochs_done": self.phase1_done,
+            "epoch": self.epoch_done,
+            "steps": self.g_steps,
+            "history": self.history,
+            "clean_buffer": self.buffer.state_dict(),
+            "rng": _rng_state(self.gen, self.device),
+            "guard_backoffs": self.guard.backoffs if self.guard else 0,
+        }
+        if self.opt_c is not None:
+            st["classifier"] = self.Ct.state_dict()
+            st["opt_c"] = self.opt_c.state_dict()
+        return st
+
+    def load(self, st: dict) -> None:
+        self.G.load_state_dict(st["generator"])
+        self.D.load_state_dict(st["detector"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        if self.opt_c is not None:
+            self.Ct.load_state_dict(st["classifier"])
+            self.opt_c.load_state_dict(st["opt_c"])
+        self.history = copy.deepcopy(st["history"])
+        self.history.setdefault("guard", [])
+        self.phase1_done, self.epoch_done = int(st["detector_epochs_done"]), int(st["epoch"])
+        self.g_steps = int(st["steps"])
+        self.buffer.load_state_dict(st["clean_buffer"])
+        _set_rng_state(st["rng"], self.gen, self.device)
+
+    def resume(self) -> None:
+        if not (self.s["resume"] and self.ckpt_path.is_file()):
+            return
+        ck = load_checkpoint(self.ckpt_path, map_location="cpu")
+        for key in ("generator", "detector"):
+            if ck.get("config", {}).get(key) != self.config[key]:
+                raise ValueError(
+                    f"{self.ckpt_path} was trained with {key} {ck['config'].get(key)}, asked for {self.config[key]}"
+                )
+        if ("classifier" in ck) != (self.opt_c is not None):
+            raise ValueError(f"{self.ckpt_path}: finetune_classifier differs from the run that wrote it")
+        self.load(ck)
+        if self.guard is not None:
+            self.guard.backoffs = int(ck.get("guard_backoffs", 0))
+        if self.world > 1:  # per-rank streams stay distinct after a resume
+            torch.manual_seed(self.s["seed"] + self.rank + 7919 * (self.phase1_done + self.epoch_done))
+
+    def checkpoint(self) -> None:
+        if self.rank == 0:
+            atomic_save(self.state(), self.ckpt_path)
+            write_logs(self.out_dir, self.history, self.config)
+
+    def wrap_ddp(self) -> None:
+        if self.world == 1:
+            return
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.Gw, self.Dw = DDP(self.G, device_ids=ids), DDP(self.D, device_ids=ids)
+        if self.opt_c is not None:
+            self.Cw = DDP(self.Ct, device_ids=ids)
+
+    def batches(self, epoch_index: int):
+        self.sampler.set_epoch(epoch_index)
+        idx = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
+        for k in range(self.steps_per_epoch):
+            b = idx[k * self.local_bs : (k + 1) * self.local_bs]
+            yield self.X[b].to(self.device, memory_format=self.mf), self.Y[b].to(self.device)
+
+    def bar(self, epoch_index: int, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            self.batches(epoch_index), total=self.steps_per_epoch, desc=desc, disable=not self.show, leave=False
+        )
+
+    def record(self, rec: dict, names, values) -> dict:
+        stats = _all_mean(torch.stack([v.detach().float() for v in values]), self.world).tolist()
+        rec.update(zip(names, stats, strict=True))
+        rec["step"] = len(self.history["steps"]) + 1
+        self.history["steps"].append(rec)
+        return rec
+
+    # ---------------------------------------------------------------- phase 1: D alone
+    def pretrain_detector(self) -> None:
+        s = self.s
+        while self.phase1_done < s["detector_epochs"]:
+            ep, recs = self.phase1_done, []
+            bar = self.bar(10_000 + ep, f"D pretrain {ep + 1}/{s['detector_epochs']}")
+            for x, y in bar:
+                x_adv = craft_mix(self.C, x, y, s["attack_mix"], self.fns, self.gen)
+                d = _detector_step(self.Dw, self.opt_d, x, x_adv, self.autocast)
+                rec = self.record({"phase": 1, "epoch": ep + 1}, ("loss_d", "d_acc", "d_acc_real", "d_acc_fake"), d)
+                recs.append(rec)
+                bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", d_acc=f"{rec['d_acc']:.3f}")
+            self.phase1_done += 1
+            summary = {"phase": 1, "epoch": ep + 1, "seconds": time.time() - self.t_start}
+            summary.update({k: mean_of(recs, k) for k in ("loss_d", "d_acc", "d_acc_real", "d_acc_fake")})
+            self.history["epochs"].append(summary)
+            self.checkpoint()
+
+    # ---------------------------------------------------------------- phase 2: G vs D
+    def generator_terms(self, out, x, y, n):
+        """The terms of L_G (tensors) and C's logits on ``out`` when they were computed with gradient."""
+        with frozen(self.D), self.autocast():
+            loss_p = self.perceptual(out, torch.cat([x, x])).float()
+            logits_d = self.D(out[:n]).float()  # the unwrapped D: no DDP reduction for G's step
+        terms = {"loss_p": loss_p, "loss_a": adversarial_loss(logits_d)}
+        logits_c = None
+        if self.s["mu"] > 0 or self.s["beta"] > 0 or self.opt_c is not None:
+            with self.autocast():
+                logits_c = self.Cw(out).float()
+            terms["loss_ce"] = F.cross_entropy(logits_c, torch.cat([y, y]))
+            terms["loss_kl"] = F.kl_div(
+                F.log_softmax(logits_c[:n], 1), F.softmax(logits_c[n:], 1), reduction="batchmean"
+            )
+        return terms, logits_d, logits_c
+
+    def weights(self) -> dict:
+        s = self.s
+        w_a = (1.0 - s["lam"]) * _ramp(self.g_steps, self.total_steps, s["adv_warmup"])
+        return {"loss_p": s["lam"], "loss_a": w_a, "loss_ce": s["mu"], "loss_kl": s["beta"]}
+
+    def update_g(self, terms: dict, w: dict) -> torch.Tensor:
+        loss = sum(w[k] * v for k, v in terms.items() if w[k] or k == "loss_p")
+        opts = [o for o in (self.opt_g, self.opt_c) if o is not None]
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.s["grad_clip"]:
+            nn.utils.clip_grad_norm_(self.G.parameters(), self.s["grad_clip"])
+        for o in opts:
+            o.step()
+        self.g_steps += 1
+        return loss.detach()
+
+    def adversarial_step(self, x, y, ep: int) -> dict:
+        s, n = self.s, x.shape[0]
+        frac = adaptive_fraction(self.g_steps, self.total_steps, s["adaptive"], s["adaptive_ramp"])
+        x_adv, _ = craft_batch(self.Ct, self.G, x, y, s["attack_mix"], self.fns, self.gen, frac)
+        with self.autocast():
+            out = self.Gw(torch.cat([x_adv, x])).float()
+        extra = self.buffer.sample(int(round(s["buffer_fraction"] * n)), self.gen)
+        real = x if extra is None else torch.cat([x, extra.to(self.device, memory_format=self.mf)])
+        d = _detector_step(self.Dw, self.opt_d, real, out[:n].detach(), self.autocast)
+        w = self.weights()
+        terms, logits_d, logits_c = self.generator_terms(out, x, y, n)
+        loss_g = self.update_g(terms, w)
+        with torch.no_grad():
+            pred = (logits_c.detach() if logits_c is not None else self.Ct(out.detach())).argmax(1)
+            correct = pred[:n] == y
+            self.buffer.add(out[:n].detach(), correct)
+            metrics = [correct.float().mean(), (pred[n:] == y).float().mean()]
+            metrics.append((self.Ct(x_adv).argmax(1) == y).float().mean())
+            metrics.append((logits_d.argmax(1) == CLEAN).float().mean())
+        zero = torch.zeros((), device=x.device)
+        names = ("loss_d", "d_acc", "d_acc_real", "d_acc_fake", "loss_g", "loss_p", "loss_a", "loss_ce", "loss_kl")
+        values = [*d, loss_g] + [terms.get(k, zero) for k in names[5:]]
+        names += ("acc_recovered", "acc_clean_through_g", "acc_attacked_no_defence", "g_fool_rate")
+        rec = {"phase": 2, "epoch": ep + 1, "adaptive_fraction": frac, "weight_a": w["loss_a"]}
+        rec = self.record(rec, names, values + metrics)
+        rec.update(clean_buffer=self.buffer.size, q=float(self.G.q.detach().float().mean()))
+        return rec
+
+    def adversarial_epoch(self) -> dict:
+        ep, recs = self.epoch_done, []
+        self.G.train()
+        self.D.train()
+        bar = self.bar(ep, f"GCLN epoch {ep + 1}/{self.s['epochs']}")
+        for x, y in bar:
+            rec = self.adversarial_step(x, y, ep)
+            recs.append(rec)
+            bar.set_postfix(
+                loss_g=f"{rec['loss_g']:.3f}", d_acc=f"{rec['d_acc']:.2f}", acc_rec=f"{rec['acc_recovered']:.2f}"
+            )
+        summary = {"phase": 2, "epoch": ep + 1, "seconds": time.time() - self.t_start}
+        summary.update({k: mean_of(recs, k) for k in EPOCH_KEYS})
+        summary.update(clean_buffer=self.buffer.size, clean_buffer_added=self.buffer.added)
+        return summary
+
+    def adversarial_phase(self) -> None:
+        if self.guard is not None:
+            self.guard.remember(self.state())
+            if self.epoch_done == 0 and self.s["epochs"] > 0:
+                start = self.guard.check(self.G, self.Ct, 0)
+                self.history["guard"].append({**start, "action": "start (untrained G: QNT alone)"})
+        while self.epoch_done < self.s["epochs"] and not self.stopped:
+            summary = self.adversarial_epoch()
+            if self.guard is not None and not self.guard_accepts(summary):
+                continue
+            self.epoch_done += 1
+            self.history["epochs"].append(summary)
+            self.announce(summary)
+            self.checkpoint()
+            if self.guard is not None:
+                self.guard.remember(self.state())
+
+    def guard_accepts(self, summary: dict) -> bool:
+        """The guard's verdict on the epoch just run; on a failure, back off or stop (see :mod:`.guard`)."""
+        g = self.guard
+        event = g.check(self.G, self.Ct, summary["epoch"])
+        summary.update(guard_acc_through_g=event["acc_through_g"], guard_acc_classifier=event["acc_classifier"])
+        if event["ok"] or g.action == "warn":
+            if not event["ok"]:
+                g.report(event, "continuing (guard_action='warn')") if self.rank == 0 else None
+                self.history["guard"].append({**event, "action": "warn"})
+            return True
+        backoff = g.action == "backoff" and g.backoffs < g.max_backoffs
+        self.load(g.good)  # back to the last epoch that passed (its history, counters and RNG too)
+        if backoff:
+            g.backoffs += 1
+            scale_lr((self.opt_g, self.opt_d, self.opt_c), g.factor)
+            what = f"epoch rolled back, learning rates x{g.factor} (back-off {g.backoffs}/{g.max_backoffs})"
+        else:
+            self.stopped = True
+            what = "training stopped; the last epoch that passed is kept"
+        if self.rank == 0:
+            g.report(event, what)
+        self.history["guard"].append({**event, "action": what})
+        if backoff:  # the rolled-back state must carry the lower rates into the next checkpoint
+            g.remember(self.state())
+        self.checkpoint()
+        return False
+
+    def announce(self, e: dict) -> None:
+        if not self.show:
+            return
+        from tqdm.auto import tqdm
+
+        guard = f" | guard: C(G(x)) {e['guard_acc_through_g']:.3f}" if "guard_acc_through_g" in e else ""
+        tqdm.write(
+            f"epoch {e['epoch']}/{self.s['epochs']}: L_G {e['loss_g']:.4f} L_P {e['loss_p']:.4f} "
+            f"L_A {e['loss_a']:.4f} L_D {e['loss_d']:.4f} D acc {e['d_acc']:.3f} | train batches: "
+            f"C(G(x*)) {e['acc_recovered']:.3f} C(G(x)) {e['acc_clean_through_g']:.3f} "
+            f"C(x*) {e['acc_attacked_no_defence']:.3f} adaptive {e['adaptive_fraction']:.2f}{guard}"
+        )
+
+    def run(self) -> dict:
+        self.t_start = time.time()
+        own = isinstance(self.s["perceptual"], str)
+        self.perceptual = (
+            PerceptualLoss(self.C, source=self.s["perceptual"], weights=self.s["vgg_weights"],
+                           pixel_weight=self.s["pixel_weight"])
+            if own
+            else self.s["perceptual"]
+        ).to(self.device)  # fmt: skip
+        self.config["perceptual"] = self.perceptual.source
+        try:
+            self.resume()
+            self.wrap_ddp()
+            self.pretrain_detector()
+            self.adversarial_phase()
+            if self.world > 1:
+                dist.barrier()
+            if self.rank == 0 and not self.ckpt_path.is_file():  # nothing trained: still leave a loadable G
+                self.checkpoint()
+        finally:
+            if own and self.perceptual.source == "classifier":
+                self.perceptual.remove()
+        self.G.eval()
+        self.D.eval()
+        return {
+            "generator": self.G,
+            "detector": self.D,
+            "classifier": self.Ct.eval(),
+            "history": self.history,
+            "checkpoint": self.ckpt_path,
+            "steps": self.g_steps,
+            "clean_buffer": self.buffer,
+            "stopped_by_guard": self.stopped,
+            "perceptual": self.perceptual.source,
+        }
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _check_settings(s: dict) -> None:
+    for name in ("lr", "lr_d", "lr_c"):
+        if not s[name] > 0:
+            raise ValueError(f"{name} must be > 0, got {s[name]}")
+    for name in ("lam", "adaptive", "adaptive_ramp", "adv_warmup", "buffer_fraction"):
+        if not 0 <= s[name] <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {s[name]}")
+    for name in ("mu", "beta", "pixel_weight"):
+        if s[name] < 0:
+            raise ValueError(f"{name} must be >= 0, got {s[name]}")
+    if s["epochs"] < 0 or s["detector_epochs"] < 0:
+        raise ValueError("epochs and detector_epochs must be >= 0")
+
+
 def train_gcln(
     classifier: nn.Module,
     train_data,
@@ -308,11 +532,23 @@ def train_gcln(
     lr: float = 2e-3,
     lr_d: float | None = None,
     lam: float = 0.5,
+    adv_warmup: float = 0.0,
+    mu: float = 0.0,
+    beta: float = 0.0,
+    pixel_weight: float = 0.0,
+    grad_clip: float | None = None,
     attack_mix=DEFAULT_ATTACK_MIX,
     attack_fns: dict | None = None,
-    adaptive: bool = False,
+    adaptive: float | bool = False,
+    adaptive_ramp: float = 0.0,
+    finetune_classifier: bool = False,
+    lr_c: float = 1e-3,
     clean_buffer_size: int = 1024,
     buffer_fraction: float = 0.5,
+    guard_size: int = 0,
+    guard_margin: float = 0.03,
+    guard_action: str = "backoff",
+    guard_backoffs: int = 3,
     perceptual: PerceptualLoss | str = "auto",
     vgg_weights=None,
     train_size: int | None = None,
@@ -322,333 +558,90 @@ def train_gcln(
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Train G and D of GCLN against the frozen ``classifier``; see the module docstring.
+    """Train G and D of GCLN against ``classifier``; see the module docstring.
 
     Args:
-        classifier: target classifier C (images [0, 1] -> logits); not modified.
+        classifier: target classifier C (images [0, 1] -> logits); never modified (with
+            ``finetune_classifier`` a copy is trained and returned as ``result["classifier"]``).
         train_data: ``(X, Y)`` tensors or a dataset of ``(image, label)``.
         out_dir: where ``gcln.pt``, ``train_log.csv`` and ``history.json`` go.
-        epochs: adversarial (phase 2) epochs. ``detector_epochs``: phase 1 epochs.
-        q, trainable_q: the QNT layer of G; ``generator_kwargs`` go to :class:`Generator`.
+        epochs / detector_epochs: phase 2 (G vs D) and phase 1 (D alone) epochs.
+        q, trainable_q, generator_kwargs: G (:class:`Generator`); detector_kwargs: D (:class:`Detector`).
         batch_size: global batch (split across DDP ranks).
-        lr, lr_d: Adam learning rates of G and D (``lr_d`` defaults to ``lr``).
-        lam: lambda of eq. 3.
-        attack_mix: sequence of ``{"attack": name, **settings}`` (see ``DEFAULT_ATTACK_MIX``).
-        attack_fns: ``{name: fn(model, x, y, **settings) -> x_adv}`` overriding ``gcln_fast.attacks``.
-        adaptive: also craft G's training examples through the current G (BPDA).
-        clean_buffer_size: capacity of the on-the-fly clean set (0 disables it);
-            ``buffer_fraction``: buffer samples added to D's clean batch, as a fraction of the batch.
+        lr, lr_d, lr_c: learning rates of G, D (default ``lr``) and the fine-tuned C (SGD).
+        lam, adv_warmup, mu, beta: weights of L_G (module docstring); ``adv_warmup``: share of the
+            G steps over which L_A's weight ramps up from 0. pixel_weight: extra pixel MSE in L_P.
+        grad_clip: clip G's gradient norm to this value (None: no clipping).
+        attack_mix / attack_fns: the training attacks (``{"attack": name, **settings}``, see
+            :mod:`.crafting`) and optional ``{name: fn}`` overrides of ``gcln_fast.attacks``.
+        adaptive: share of each batch crafted through G and C (True = 1); ``adaptive_ramp``: share
+            of the G steps over which it rises from 0 (oblivious) to ``adaptive``.
+        finetune_classifier: train a copy of C jointly (``--finetune-classifier``).
+        clean_buffer_size, buffer_fraction: the on-the-fly clean set and its share of D's clean batch.
+        guard_size: held-out training images of the divergence guard (0: no guard);
+            guard_margin / guard_action / guard_backoffs: see :mod:`.guard`.
         perceptual: a :class:`PerceptualLoss`, or its ``source`` (``"auto"``, ``"vgg19"``, ``"classifier"``).
-        train_size: use only the first ``train_size`` images.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``...; amp: bf16 autocast on CUDA.
-        resume: continue from ``out_dir/gcln.pt`` if it exists.
+        train_size: use only the first ``train_size`` images. device: ``"auto"``, ``"cpu"``,
+            ``"cuda"``...; amp: bf16 autocast on CUDA. resume: continue from ``out_dir/gcln.pt``.
 
     Returns:
-        dict with ``generator`` (eval mode, unwrapped), ``detector``, ``history``,
-        ``checkpoint`` (path) and ``steps`` (optimizer steps taken in phase 2, all runs).
+        dict with ``generator`` (eval mode), ``detector``, ``classifier`` (the fine-tuned copy, or
+        C), ``history``, ``checkpoint``, ``steps`` (G steps, all runs), ``clean_buffer``,
+        ``stopped_by_guard`` and ``perceptual`` (the feature network L_P used).
     """
-    from torch.utils.data.distributed import DistributedSampler
-
+    lr_d = lr if lr_d is None else lr_d
+    gen_cfg = {"q": float(q), "trainable_q": bool(trainable_q), **(generator_kwargs or {})}
+    attack_mix = [dict(spec) for spec in attack_mix]
+    adaptive = float(adaptive)
+    train = dict(
+        epochs=epochs, detector_epochs=detector_epochs, batch_size=batch_size, lr=lr, lr_d=lr_d, lam=lam,
+        adv_warmup=adv_warmup, mu=mu, beta=beta, pixel_weight=pixel_weight, grad_clip=grad_clip,
+        attack_mix=attack_mix, adaptive=adaptive, adaptive_ramp=adaptive_ramp,
+        finetune_classifier=bool(finetune_classifier), lr_c=lr_c, clean_buffer_size=clean_buffer_size,
+        buffer_fraction=buffer_fraction, guard_size=guard_size, guard_margin=guard_margin,
+        guard_action=guard_action, guard_backoffs=guard_backoffs, seed=seed,
+    )  # fmt: skip
+    s = dict(train, generator=gen_cfg, detector=dict(detector_kwargs or {}), attack_fns=attack_fns, amp=amp)
+    s.update(perceptual=perceptual, vgg_weights=vgg_weights, resume=resume, progress=progress, train=train)
+    s["guard"] = {"margin": guard_margin, "action": guard_action, "max_backoffs": guard_backoffs}
+    _check_settings(s)
     device = _resolve_device(device)
     rank, world, created_group = _dist_info(device)
-    out_dir = Path(out_dir)
-    ckpt_path = out_dir / CHECKPOINT_NAME
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    if batch_size % world:
-        raise ValueError(f"batch_size {batch_size} must be divisible by the world size {world}")
-    local_bs = batch_size // world
-    lr_d = lr if lr_d is None else lr_d
-    use_cuda_fast = device.type == "cuda"
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (use_cuda_fast and amp) else contextlib.nullcontext
-    )
-    mf = torch.channels_last if use_cuda_fast else torch.contiguous_format
-
     X, Y = _as_tensors(train_data, limit=train_size)
-    n_train = int(X.shape[0])
-
-    gen_cfg = dict(generator_kwargs or {})
-    gen_cfg.setdefault("q", float(q))
-    gen_cfg.setdefault("trainable_q", bool(trainable_q))
-    torch.manual_seed(seed)  # same initial G and D on every rank and in every run with this seed
-    G = Generator(**gen_cfg)
-    D = Detector(**(detector_kwargs or {}))
-    attack_mix = [dict(s) for s in attack_mix]
-    config = _plain(
-        {
-            "kind": KIND,
-            "generator": G.config,
-            "detector": D.config,
-            "train": {
-                "epochs": epochs,
-                "detector_epochs": detector_epochs,
-                "batch_size": batch_size,
-                "lr": lr,
-                "lr_d": lr_d,
-                "lam": lam,
-                "attack_mix": attack_mix,
-                "adaptive": adaptive,
-                "clean_buffer_size": clean_buffer_size,
-                "buffer_fraction": buffer_fraction,
-                "train_size": n_train,
-                "seed": seed,
-                "world_size": world,
-            },
-        }
-    )
-
-    torch.manual_seed(seed + rank)
-    gen = torch.Generator().manual_seed(seed + 1000 * (rank + 1))
-    C = classifier.to(device).eval()
-    G.to(device, memory_format=mf)
-    D.to(device, memory_format=mf)
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.5, 0.999))
-    buffer = CleanBuffer(clean_buffer_size)
-    history = {"epochs": [], "steps": []}
-    phase1_done = 0
-    epoch_done = 0
-    g_steps = 0
-
-    if resume and ckpt_path.is_file():
-        ck = load_checkpoint(ckpt_path, map_location="cpu")
-        if ck.get("config", {}).get("generator") != config["generator"]:
-            raise ValueError(
-                f"{ckpt_path} was trained with generator {ck['config']['generator']}, asked for {config['generator']}"
-            )
-        G.load_state_dict(ck["generator"])
-        D.load_state_dict(ck["detector"])
-        opt_g.load_state_dict(ck["opt_g"])
-        opt_d.load_state_dict(ck["opt_d"])
-        history = ck["history"]
-        phase1_done = int(ck["detector_epochs_done"])
-        epoch_done = int(ck["epoch"])
-        g_steps = int(ck["steps"])
-        buffer.load_state_dict(ck["clean_buffer"])
-        _set_rng_state(ck["rng"], gen, device)
-        if world > 1:  # per-rank streams stay distinct after a resume
-            torch.manual_seed(seed + rank + 7919 * (phase1_done + epoch_done))
-
-    Gw, Dw = G, D
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [device.index] if device.type == "cuda" else None
-        Gw = DDP(G, device_ids=ids)
-        Dw = DDP(D, device_ids=ids)
-
-    own_perceptual = isinstance(perceptual, str)
-    if own_perceptual:
-        perceptual = PerceptualLoss(C, source=perceptual, weights=vgg_weights)
-    perceptual = perceptual.to(device)
-    fns = _resolve_attacks(attack_mix, attack_fns)
-    sampler = DistributedSampler(range(n_train), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
-    steps_per_epoch = len(sampler) // local_bs
-    if steps_per_epoch == 0:
-        raise ValueError(f"{n_train} training images are fewer than one batch of {batch_size}")
-    show = progress and rank == 0
-
-    def batches(epoch_index):
-        sampler.set_epoch(epoch_index)
-        idx = torch.tensor(list(iter(sampler)), dtype=torch.long)
-        for s in range(steps_per_epoch):
-            b = idx[s * local_bs : (s + 1) * local_bs]
-            yield X[b].to(device, memory_format=mf), Y[b].to(device)
-
-    def checkpoint():
-        if rank != 0:
-            return
-        state = {
-            "kind": KIND,
-            "config": config,
-            "generator": G.state_dict(),
-            "detector": D.state_dict(),
-            "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict(),
-            "detector_epochs_done": phase1_done,
-            "epoch": epoch_done,
-            "steps": g_steps,
-            "history": history,
-            "clean_buffer": buffer.state_dict(),
-            "rng": _rng_state(gen, device),
-        }
-        atomic_save(state, ckpt_path)
-        _write_logs(out_dir, history, config)
-
-    from tqdm.auto import tqdm
-
-    t_start = time.time()
-    # ---------------------------------------------------------------- phase 1: detector
-    while phase1_done < detector_epochs:
-        ep = phase1_done
-        recs = []
-        bar = tqdm(
-            batches(10_000 + ep),
-            total=steps_per_epoch,
-            desc=f"D pretrain {ep + 1}/{detector_epochs}",
-            disable=not show,
-            leave=False,
-        )
-        for x, y in bar:
-            x_adv = _craft(C, x, y, attack_mix, fns, gen)
-            loss_d, d_acc = _detector_step(Dw, opt_d, x, x_adv, autocast)
-            rec = {
-                "phase": 1,
-                "epoch": ep + 1,
-                "step": len(history["steps"]) + 1,
-                "loss_d": _all_mean(loss_d, world).item(),
-                "d_acc": _all_mean(d_acc, world).item(),
-            }
-            recs.append(rec)
-            history["steps"].append(rec)
-            bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", d_acc=f"{rec['d_acc']:.3f}")
-        phase1_done += 1
-        history["epochs"].append(
-            {
-                "phase": 1,
-                "epoch": ep + 1,
-                "loss_d": _mean(recs, "loss_d"),
-                "d_acc": _mean(recs, "d_acc"),
-                "seconds": time.time() - t_start,
-            }
-        )
-        checkpoint()
-
-    # ---------------------------------------------------------------- phase 2: G vs D
-    while epoch_done < epochs:
-        ep = epoch_done
-        recs = []
-        G.train()
-        D.train()
-        bar = tqdm(
-            batches(ep), total=steps_per_epoch, desc=f"GCLN epoch {ep + 1}/{epochs}", disable=not show, leave=False
-        )
-        for x, y in bar:
-            n = x.shape[0]
-            # 1. fresh adversarial examples for this batch (oblivious on C, or through the current G)
-            if adaptive:
-                with frozen(G):
-                    x_adv = _craft(nn.Sequential(G, C), x, y, attack_mix, fns, gen)
-            else:
-                x_adv = _craft(C, x, y, attack_mix, fns, gen)
-            # 2. G on attacked and clean images in one pass
-            with autocast():
-                out = Gw(torch.cat([x_adv, x]))
-            out = out.float()
-            rec_adv, rec_clean = out[:n], out[n:]
-            # 3. D step: clean (x_o and the on-the-fly clean set) vs G(x*)
-            extra = buffer.sample(int(round(buffer_fraction * n)), gen)
-            real = x if extra is None else torch.cat([x, extra.to(device, memory_format=mf)])
-            loss_d, d_acc = _detector_step(Dw, opt_d, real, rec_adv.detach(), autocast)
-            # 4. G step: L_G = lam * L_P + (1 - lam) * L_A
-            with frozen(D), autocast():
-                loss_p = perceptual(out, torch.cat([x, x]))
-                logits_g = D(rec_adv).float()  # the unwrapped D: no DDP reduction for G's step
-            loss_a = adversarial_loss(logits_g)
-            loss_g = generator_loss(loss_p, loss_a, lam)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            g_steps += 1
-            # 5. the on-the-fly clean set, and metrics
-            with torch.no_grad():
-                correct = update_clean_buffer(buffer, C, rec_adv.detach(), y)
-                c_acc_clean = (C(rec_clean.detach()).argmax(1) == y).float().mean()
-                c_acc_adv_raw = (C(x_adv).argmax(1) == y).float().mean()
-                fool = (logits_g.argmax(1) == CLEAN).float().mean()
-            stats = torch.stack(
-                [
-                    loss_d,
-                    loss_g.detach(),
-                    loss_p.detach().float(),
-                    loss_a.detach(),
-                    d_acc,
-                    fool,
-                    correct.float().mean(),
-                    c_acc_clean,
-                    c_acc_adv_raw,
-                ]
-            )
-            stats = _all_mean(stats, world).tolist()
-            rec = {
-                "phase": 2,
-                "epoch": ep + 1,
-                "step": len(history["steps"]) + 1,
-                "loss_d": stats[0],
-                "loss_g": stats[1],
-                "loss_p": stats[2],
-                "loss_a": stats[3],
-                "d_acc": stats[4],
-                "g_fool_rate": stats[5],
-                "acc_recovered": stats[6],
-                "acc_clean_through_g": stats[7],
-                "acc_attacked_no_defence": stats[8],
-                "clean_buffer": buffer.size,
-                "q": float(G.q.detach().float().mean().item()),
-            }
-            recs.append(rec)
-            history["steps"].append(rec)
-            bar.set_postfix(
-                loss_g=f"{rec['loss_g']:.3f}", loss_d=f"{rec['loss_d']:.3f}", acc_rec=f"{rec['acc_recovered']:.2f}"
-            )
-        epoch_done += 1
-        summary = {
-            "phase": 2,
-            "epoch": ep + 1,
-            "seconds": time.time() - t_start,
-            "clean_buffer": buffer.size,
-            "clean_buffer_added": buffer.added,
-        }
-        for k in (
-            "loss_d",
-            "loss_g",
-            "loss_p",
-            "loss_a",
-            "d_acc",
-            "g_fool_rate",
-            "acc_recovered",
-            "acc_clean_through_g",
-            "acc_attacked_no_defence",
-            "q",
-        ):
-            summary[k] = _mean(recs, k)
-        history["epochs"].append(summary)
-        if show:
-            tqdm.write(
-                f"epoch {ep + 1}/{epochs}: loss_G {summary['loss_g']:.4f} loss_D {summary['loss_d']:.4f} "
-                f"acc(C(G(x*))) {summary['acc_recovered']:.3f} acc(C(G(x))) {summary['acc_clean_through_g']:.3f} "
-                f"acc(C(x*)) {summary['acc_attacked_no_defence']:.3f} buffer {buffer.size}"
-            )
-        checkpoint()
-
-    if world > 1:
-        dist.barrier()
-    if rank == 0 and not ckpt_path.is_file():  # nothing to train (e.g. epochs=0): still leave a loadable G
-        checkpoint()
-    if own_perceptual and perceptual.source == "classifier":
-        perceptual.remove()
-    if created_group:
-        dist.destroy_process_group()
-    G.eval()
-    D.eval()
-    return {
-        "generator": G,
-        "detector": D,
-        "history": history,
-        "checkpoint": ckpt_path,
-        "steps": g_steps,
-        "clean_buffer": buffer,
-    }
+    if rank == 0:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    train.update(train_size=int(X.shape[0]), world_size=world)
+    with frozen(classifier):
+        try:
+            return _Run(classifier, X, Y, out_dir, s, device, rank, world).run()
+        finally:
+            if created_group:
+                dist.destroy_process_group()
 
 
 def load_generator(path, map_location="cpu") -> Generator:
     """The trained G of a ``train_gcln`` checkpoint, in eval mode: a defence mapping [0, 1] images to [0, 1] images."""
-    ck = load_checkpoint(path, map_location=map_location)
-    if not isinstance(ck, dict) or ck.get("kind") != KIND:
-        raise ValueError(f"{path} is not a GCLN checkpoint (gcln train --out DIR writes DIR/gcln.pt)")
+    ck = _load_gcln(path, map_location)
     G = Generator(**ck["config"]["generator"])
     G.load_state_dict(ck["generator"])
     if isinstance(map_location, (str, torch.device)):
         G = G.to(map_location)
     return G.eval()
+
+
+def load_gcln_classifier(path, base: nn.Module, map_location="cpu") -> nn.Module | None:
+    """The jointly fine-tuned C of a ``finetune_classifier`` checkpoint (``base``: a classifier of the
+    same architecture, copied, not modified), in eval mode; None when the run did not fine-tune C."""
+    ck = _load_gcln(path, map_location)
+    if "classifier" not in ck:
+        return None
+    C = copy.deepcopy(base)
+    C.load_state_dict(ck["classifier"])
+    return C.eval()
+
+
+def _load_gcln(path, map_location):
+    ck = load_checkpoint(path, map_location=map_location)
+    if not isinstance(ck, dict) or ck.get("kind") != KIND:
+        raise ValueError(f"{path} is not a GCLN checkpoint (gcln train --out DIR writes DIR/gcln.pt)")
+    return ck

@@ -1,4 +1,5 @@
-"""Classifiers for 32x32 images: ``small_cnn`` (fast on a CPU), ``resnet18`` / ``resnet34``.
+"""Classifiers for 32x32 images: ``small_cnn`` (fast on a CPU), ``resnet20`` (He et al. 2016's CIFAR
+ResNet, 0.27 M parameters), ``resnet18`` / ``resnet34`` (torchvision's, adapted to 32x32).
 
 Every model maps float32 images (N, 3, 32, 32) in [0, 1] to logits: the per-channel
 normalisation is the first module (:class:`Normalize`, with ``mean``/``std`` buffers that
@@ -16,11 +17,14 @@ from torch import nn
 
 from gcln_fast.utils.checkpoint import KINDS, atomic_save, load_checkpoint
 
-ARCHS = ("small_cnn", "resnet18", "resnet34")
+ARCHS = ("small_cnn", "resnet20", "resnet18", "resnet34")
 # a final classifier file, or a training state (a superset: the weights of its last epoch)
 CLASSIFIER_KINDS = ("classifier", "classifier_train_state")
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.25, 0.25, 0.25)
+# the usual CIFAR-10 training-set statistics: resnet20's default normalisation
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 class Normalize(nn.Module):
@@ -61,6 +65,57 @@ def small_cnn(num_classes: int = 10, width: int = 16) -> nn.Sequential:
     )
 
 
+class _CifarBlock(nn.Module):
+    """Basic block of He et al. (2016) section 4.2; option A: a strided identity shortcut whose
+    missing channels are zeros (no parameters), as in the paper's CIFAR-10 ResNets."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.pad = stride, cout - cin
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.pad:
+            x = nn.functional.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 images (He et al. 2016, section 4.2): a 3x3 conv with 16 channels,
+    three stages of ``n`` basic blocks at 16/32/64 channels and 32/16/8 px, global average pool,
+    linear head. ``n=3`` is ResNet-20 (0.27 M parameters). Module names follow the common
+    PyTorch port (conv1, bn1, layer1-3, linear), so its checkpoints map one to one."""
+
+    def __init__(self, n: int = 3, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        widths, cin, stages = (16, 32, 64), 16, []
+        for i, w in enumerate(widths):
+            blocks = [_CifarBlock(cin if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1) for j in range(n)]
+            stages.append(nn.Sequential(*blocks))
+            cin = w
+        self.layer1, self.layer2, self.layer3 = stages
+        self.linear = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = self.layer3(self.layer2(self.layer1(h)))
+        return self.linear(h.mean(dim=(2, 3)))
+
+
 def _resnet(arch: str, num_classes: int) -> nn.Module:
     import torchvision
 
@@ -88,15 +143,22 @@ def build_classifier(
 ) -> Classifier:
     """A freshly initialised classifier taking images in [0, 1].
 
-    ``mean``/``std`` set the built-in normalisation (default 0.5 / 0.25 per channel; see
-    ``gcln_fast.data.STATS`` for per-dataset values)."""
+    ``mean``/``std`` set the built-in normalisation (default: the CIFAR-10 statistics for
+    ``resnet20``, 0.5 / 0.25 per channel otherwise; see ``gcln_fast.data.STATS`` for per-dataset
+    values)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown classifier arch {arch!r}; valid: {', '.join(ARCHS)}")
     if num_classes < 2:
         raise ValueError("num_classes must be >= 2")
-    net = small_cnn(num_classes) if arch == "small_cnn" else _resnet(arch, num_classes)
+    if arch == "small_cnn":
+        net = small_cnn(num_classes)
+    elif arch == "resnet20":
+        net = CifarResNet(3, num_classes)
+    else:
+        net = _resnet(arch, num_classes)
+    default_mean, default_std = (CIFAR_MEAN, CIFAR_STD) if arch == "resnet20" else (DEFAULT_MEAN, DEFAULT_STD)
     return Classifier(
-        arch, net, num_classes, mean if mean is not None else DEFAULT_MEAN, std if std is not None else DEFAULT_STD
+        arch, net, num_classes, mean if mean is not None else default_mean, std if std is not None else default_std
     )
 
 
