@@ -11,7 +11,7 @@ from gcln_standins import ATTACKS, MIX, pgd, toy_data, trained_classifier
 from torch import nn
 
 from gcln_fast.gcln import Detector, Generator, PerceptualLoss, load_generator, train_gcln
-from gcln_fast.gcln.train import CleanBuffer, update_clean_buffer
+from gcln_fast.gcln.buffer import CleanBuffer, update_clean_buffer
 
 SMALL_G = {"width": 8, "blocks": 1}
 
@@ -124,6 +124,7 @@ def test_train_checkpoint_resume_evaluate(toy, tmp_path):
         perceptual="classifier",
         progress=False,
         seed=3,
+        guard_size=0,
     )
     r1 = train_gcln(C, (x, y), epochs=1, **kw)
     ck = tmp_path / "gcln.pt"
@@ -156,11 +157,10 @@ def test_train_checkpoint_resume_evaluate(toy, tmp_path):
     probe = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(G(probe), r3["generator"](probe))
-    # evaluate the defence: clean accuracy kept, oblivious attack (crafted on C alone) mostly undone
+    # the defended model keeps clean accuracy (robustness is not claimed on this toy: its class
+    # signal is a colour shift, the very direction an attack takes; tests/test_demo.py checks it)
     defended = nn.Sequential(G, C).eval()
-    x_adv = pgd(C, x, y, eps=8 / 255, step=2 / 255, steps=5)
     assert _accuracy(defended, x, y) >= _accuracy(C, x, y) - 0.1
-    assert 0.0 <= _accuracy(defended, x_adv, y) <= 1.0
 
 
 def test_resume_refuses_a_different_generator(toy, tmp_path):

@@ -57,7 +57,7 @@ def test_save_load_roundtrip(tmp_path, arch):
 
 
 def test_unknown_arch():
-    with pytest.raises(ValueError, match="small_cnn.*resnet18.*resnet34"):
+    with pytest.raises(ValueError, match="small_cnn.*resnet20.*resnet18.*resnet34"):
         build_classifier("vgg16")
 
 
@@ -69,3 +69,42 @@ def test_load_rejects_non_classifier(tmp_path):
         load_classifier(tmp_path / "x.pt")
     with pytest.raises(FileNotFoundError):
         load_classifier(tmp_path / "missing.pt")
+
+
+def test_resnet20_is_the_cifar_resnet_with_option_a_shortcuts():
+    model = build_classifier("resnet20")
+    net = model.net
+    # He et al. (2016), section 4.2: 0.27 M parameters for n = 3 (19 conv layers + the linear head)
+    assert sum(p.numel() for p in model.parameters()) == 269_722
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 19 and all(c.kernel_size == (3, 3) for c in convs)
+    # option A: the downsampling shortcut has no parameters; it subsamples and zero-pads channels
+    block = net.layer2[0]
+    x = torch.randn(2, 16, 32, 32)
+    sc = block.shortcut(x)
+    assert sc.shape == (2, 32, 16, 16)
+    torch.testing.assert_close(sc[:, 8:24], x[:, :, ::2, ::2])
+    assert float(sc[:, :8].abs().sum()) == 0 and float(sc[:, 24:].abs().sum()) == 0
+    # CIFAR-10 normalisation inside the model
+    assert torch.allclose(model.normalize.mean.flatten(), torch.tensor([0.4914, 0.4822, 0.4465]))
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(3, 3, 32, 32))
+    assert out.shape == (3, 10)
+
+
+def test_resnet20_learns_a_tiny_task():
+    from gcln_standins import toy_data
+
+    torch.manual_seed(0)
+    x, y = toy_data(64)
+    model = build_classifier("resnet20", num_classes=4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(15):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        assert float((model(x).argmax(1) == y).float().mean()) >= 0.9

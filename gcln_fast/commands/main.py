@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "eval": "gcln_fast.commands.evaluate",
     "train": "gcln_fast.commands.train_gcln",
     "demo": "gcln_fast.commands.demo",
+    "reproduce": "gcln_fast.commands.reproduce",
 }
 
 

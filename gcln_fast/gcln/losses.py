@@ -27,6 +27,7 @@ from torch import nn
 from .detector import CLEAN
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
+SOURCES = ("auto", "vgg19", "classifier", "pixel")
 # indices into torchvision's vgg19().features: 8 = relu2_2, 17 = relu3_4
 DEFAULT_VGG_LAYERS = (8, 17)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -71,7 +72,8 @@ class PerceptualLoss(nn.Module):
         weights: path of the VGG-19 ImageNet state dict (``vgg19-dcbb9e9d.pth``);
             default: ``$GCLN_VGG19_WEIGHTS`` or the torch hub cache.
         source: ``"auto"`` (VGG-19 if its weights are found, else the
-            classifier with a warning), ``"vgg19"`` or ``"classifier"``.
+            classifier with a warning), ``"vgg19"``, ``"classifier"`` or ``"pixel"`` (no
+            feature network: the relative pixel error, a control for the classifier fallback).
         vgg_layers: indices of ``vgg19().features`` whose outputs are compared.
         pixel_weight: optional extra weight on a pixel MSE term (0: the paper's loss).
         penultimate: with the classifier fallback, also compare the input of the classifier's
@@ -99,17 +101,20 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         self.squared = bool(squared)
         self.normalize = bool(normalize)
-        if source not in ("auto", "vgg19", "classifier"):
-            raise ValueError(f"source must be 'auto', 'vgg19' or 'classifier', got {source!r}")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         self.pixel_weight = float(pixel_weight)
+        self._hooks = []
+        self._store: list[torch.Tensor] | None = None
+        if source == "pixel":  # no feature network: the relative pixel error (a control for the fallback)
+            self.source, self.net = "pixel", None
+            return
         path = find_vgg19_weights(weights) if source != "classifier" else None
         if source == "vgg19" and path is None:
             raise FileNotFoundError(
                 f"VGG-19 weights not found (pass weights=, set GCLN_VGG19_WEIGHTS or put {VGG19_FILE} "
                 f"in {Path(torch.hub.get_dir()) / 'checkpoints'}); nothing is downloaded"
             )
-        self._hooks = []
-        self._store: list[torch.Tensor] | None = None
         if path is not None:
             self.source = "vgg19"
             self.layers = tuple(int(i) for i in vgg_layers)
@@ -153,6 +158,8 @@ class PerceptualLoss(nn.Module):
             self._store.append(output)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.source == "pixel":
+            return [x]
         if self.source == "vgg19":
             h = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
             out = []

@@ -63,7 +63,14 @@ from .losses import PerceptualLoss, adversarial_loss
 
 CHECKPOINT_NAME = "gcln.pt"
 KIND = "gcln"
-__all__ = ["CleanBuffer", "DEFAULT_ATTACK_MIX", "update_clean_buffer", "train_gcln", "load_generator", "load_gcln_classifier"]
+__all__ = [
+    "CleanBuffer",
+    "DEFAULT_ATTACK_MIX",
+    "update_clean_buffer",
+    "train_gcln",
+    "load_generator",
+    "load_gcln_classifier",
+]
 EPOCH_KEYS = (
     "loss_d", "loss_g", "loss_p", "loss_a", "loss_ce", "loss_kl", "d_acc", "d_acc_real", "d_acc_fake",
     "g_fool_rate", "acc_recovered", "acc_clean_through_g", "acc_attacked_no_defence", "adaptive_fraction",
@@ -513,6 +520,8 @@ def _check_settings(s: dict) -> None:
     for name in ("mu", "beta", "pixel_weight"):
         if s[name] < 0:
             raise ValueError(f"{name} must be >= 0, got {s[name]}")
+    if s["finetune_classifier"] and not (s["mu"] > 0 or s["beta"] > 0):
+        raise ValueError("finetune_classifier trains C on mu * L_CE + beta * L_KL: set mu > 0 or beta > 0")
     if s["epochs"] < 0 or s["detector_epochs"] < 0:
         raise ValueError("epochs and detector_epochs must be >= 0")
 
@@ -576,7 +585,8 @@ def train_gcln(
             :mod:`.crafting`) and optional ``{name: fn}`` overrides of ``gcln_fast.attacks``.
         adaptive: share of each batch crafted through G and C (True = 1); ``adaptive_ramp``: share
             of the G steps over which it rises from 0 (oblivious) to ``adaptive``.
-        finetune_classifier: train a copy of C jointly (``--finetune-classifier``).
+        finetune_classifier: train a copy of C jointly (``--finetune-classifier``): C's parameters
+            receive the gradient of ``mu L_CE + beta L_KL`` (so one of them must be > 0).
         clean_buffer_size, buffer_fraction: the on-the-fly clean set and its share of D's clean batch.
         guard_size: held-out training images of the divergence guard (0: no guard);
             guard_margin / guard_action / guard_backoffs: see :mod:`.guard`.

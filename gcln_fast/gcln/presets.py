@@ -1,0 +1,31 @@
+"""Named GCLN training variants shared by ``gcln demo`` and ``gcln reproduce``.
+
+* ``paper``: the paper's method (oblivious training examples, ``L_G = lam L_P + (1 - lam) L_A``)
+  with this package's stability settings (the defaults of :func:`~gcln_fast.gcln.train_gcln`).
+* ``adaptive``: examples crafted through the current G and C, ramping up from oblivious, plus the
+  cross-entropy term ``mu L_CE`` through the frozen C.
+* ``finetune``: ``adaptive`` with C fine-tuned jointly (``finetune_classifier``).
+* ``no-la``: ``paper`` without the adversarial term (``lam = 1``), to show what D contributes.
+"""
+
+from __future__ import annotations
+
+VARIANTS = {
+    "paper": {},
+    "adaptive": {"adaptive": 1.0, "adaptive_ramp": 0.3, "mu": 1.0},
+    "finetune": {"adaptive": 1.0, "adaptive_ramp": 0.3, "mu": 1.0, "finetune_classifier": True},
+    "no-la": {"lam": 1.0},
+}
+LABELS = {
+    "paper": "GCLN paper (oblivious-trained)",
+    "adaptive": "GCLN adaptive-trained",
+    "finetune": "GCLN + fine-tuned C",
+    "no-la": "GCLN without L_A",
+}
+
+
+def variant(name: str, **overrides) -> dict:
+    """``train_gcln`` keyword arguments of a named variant, updated with ``overrides``."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown GCLN variant {name!r}; valid: {', '.join(VARIANTS)}")
+    return {**VARIANTS[name], **overrides}

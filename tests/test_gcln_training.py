@@ -1,0 +1,148 @@
+"""GCLN training options: adaptive schedule, CE/TRADES terms, joint fine-tuning of C, the divergence
+guard, the default attack mix, a spectral-normalised detector."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from gcln_standins import ATTACKS, MIX, toy_data, trained_classifier
+from torch import nn
+
+from gcln_fast import qnt
+from gcln_fast.gcln import Detector, Generator, load_generator, train_gcln
+from gcln_fast.gcln.crafting import DEFAULT_ATTACK_MIX, adaptive_fraction, attack_mix_around, craft_batch
+from gcln_fast.gcln.train import load_gcln_classifier
+
+SMALL = dict(
+    detector_epochs=0,
+    batch_size=32,
+    attack_mix=MIX,
+    attack_fns=ATTACKS,
+    generator_kwargs={"width": 8, "blocks": 1},
+    detector_kwargs={"width": 8},
+    perceptual="classifier",
+    progress=False,
+    seed=1,
+)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    x, y = toy_data(96)
+    return x, y, trained_classifier(x, y)
+
+
+def _params(m):
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
+def test_adaptive_fraction_schedule():
+    assert adaptive_fraction(0, 100, 1.0, 0.5) == 0.0  # starts oblivious
+    assert adaptive_fraction(25, 100, 1.0, 0.5) == 0.5
+    assert adaptive_fraction(50, 100, 0.8, 0.5) == pytest.approx(0.8)  # reaches the final share and stays
+    assert adaptive_fraction(99, 100, 0.8, 0.5) == pytest.approx(0.8)
+    assert adaptive_fraction(0, 100, 0.7, 0.0) == pytest.approx(0.7)  # no ramp
+    assert adaptive_fraction(10, 100, 0.0, 0.5) == 0.0
+
+
+def test_craft_batch_crafts_a_share_through_g_and_c():
+    seen = []
+
+    def spy(model, x, y, **_):
+        through_g = isinstance(model, nn.Sequential) and isinstance(model[0], Generator)
+        if through_g:  # the attacker differentiates a frozen G with the straight-through output clamp
+            assert model[0].straight_through_clamp and not any(p.requires_grad for p in model[0].parameters())
+        seen.append((through_g, x.shape[0]))
+        return x
+
+    G, C = Generator(q=10, width=4, blocks=0), nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    x, y = torch.rand(8, 3, 8, 8), torch.randint(0, 3, (8,))
+    _, k = craft_batch(C, G, x, y, [{"attack": "spy"}], {"spy": spy}, torch.Generator().manual_seed(0), 0.5)
+    assert k == 4 and sorted(seen) == [(False, 4), (True, 4)]
+    assert not G.straight_through_clamp and all(p.requires_grad for p in G.parameters())  # restored
+
+
+def test_attack_mix_around_centres_on_the_evaluation_budget():
+    mix = attack_mix_around(8 / 255, steps=5)
+    assert [m["attack"] for m in mix] == ["pgd", "pgd", "pgd", "fgsm"]
+    assert sorted(m["eps"] for m in mix if m["attack"] == "pgd") == pytest.approx([4 / 255, 8 / 255, 12 / 255])
+    with pytest.raises(ValueError, match="eps"):
+        attack_mix_around(0.0)
+
+
+def test_ce_term_moves_g(toy, tmp_path):
+    x, y, C = toy
+    plain = train_gcln(C, (x, y), out_dir=tmp_path / "a", epochs=1, lam=1.0, **SMALL)
+    with_ce = train_gcln(C, (x, y), out_dir=tmp_path / "b", epochs=1, lam=1.0, mu=1.0, **SMALL)
+    assert all(s["loss_ce"] == 0 for s in plain["history"]["steps"])  # mu = 0: the paper's loss
+    assert all(s["loss_ce"] > 0 for s in with_ce["history"]["steps"])
+    assert not torch.equal(_params(plain["generator"]), _params(with_ce["generator"]))
+
+
+def test_finetune_classifier_trains_a_copy_and_checkpoints_it(toy, tmp_path):
+    x, y, C = toy
+    before = _params(C).clone()
+    r = train_gcln(C, (x, y), out_dir=tmp_path, epochs=1, finetune_classifier=True, mu=1.0, adaptive=1.0, **SMALL)
+    Cf = r["classifier"]
+    assert Cf is not C and torch.equal(_params(C), before)  # C itself is never modified
+    assert all(p.requires_grad for p in C.parameters())  # and its flags are restored
+    assert not torch.equal(_params(Cf), before)
+    loaded = load_gcln_classifier(tmp_path / "gcln.pt", C)
+    probe = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(probe), Cf(probe))
+    assert all(s["adaptive_fraction"] == 1.0 for s in r["history"]["steps"] if s["phase"] == 2)
+    with pytest.raises(ValueError, match="finetune_classifier"):
+        train_gcln(C, (x, y), out_dir=tmp_path, epochs=2, resume=True, mu=1.0, **SMALL)
+    with pytest.raises(ValueError, match="mu > 0 or beta > 0"):
+        train_gcln(C, (x, y), out_dir=tmp_path / "x", epochs=1, finetune_classifier=True, **SMALL)
+
+
+def test_guard_stops_a_diverging_generator_visibly(toy, tmp_path, capfd):
+    x, y, C = toy
+    # lr 5 makes G's residual explode in a few steps: clean accuracy through G collapses
+    r = train_gcln(C, (x, y), out_dir=tmp_path, epochs=2, lr=5.0, guard_size=32, guard_action="stop", **SMALL)
+    assert r["stopped_by_guard"] and r["steps"] == 0  # the last epoch that passed is the untrained G
+    probe = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_generator(tmp_path / "gcln.pt")(probe), qnt(probe, 10).clamp(0, 1))
+    assert "GUARD epoch 1" in capfd.readouterr().err
+    events = r["history"]["guard"]
+    assert events[-1]["drop"] > 0.03 and "stopped" in events[-1]["action"]
+
+
+def test_guard_backs_off_the_learning_rates(toy, tmp_path):
+    x, y, C = toy
+    r = train_gcln(
+        C, (x, y), out_dir=tmp_path, epochs=1, lr=5.0, guard_size=32, guard_backoffs=1, **SMALL
+    )
+    actions = [e["action"] for e in r["history"]["guard"][1:]]
+    assert "back-off 1/1" in actions[0]
+    ck = torch.load(tmp_path / "gcln.pt", weights_only=True)
+    assert ck["opt_g"]["param_groups"][0]["lr"] == pytest.approx(2.5)  # halved once
+    assert ck["guard_backoffs"] == 1
+    # either the lower rate passed, or the guard stopped after its one back-off; never silently
+    assert r["steps"] == 3 or (r["stopped_by_guard"] and "stopped" in actions[-1])
+
+
+def test_default_attack_mix_runs_the_real_attacks(tmp_path):
+    x, y = toy_data(64, contrast=0.05)
+    C = trained_classifier(x, y)
+    kw = {k: v for k, v in SMALL.items() if k not in ("attack_mix", "attack_fns")}
+    r = train_gcln(C, (x, y), out_dir=tmp_path, epochs=1, **kw)
+    assert r["history"]["epochs"][-1]["acc_attacked_no_defence"] < 0.9  # the mix's PGD/FGSM fool C
+    import json
+
+    cfg = json.loads((tmp_path / "history.json").read_text())["config"]["train"]["attack_mix"]
+    assert cfg == [dict(m) for m in DEFAULT_ATTACK_MIX]
+
+
+def test_spectral_norm_detector_is_lipschitz_bounded():
+    torch.manual_seed(0)
+    D = Detector(width=8, spectral_norm=True).train()
+    x = torch.rand(4, 3, 32, 32)
+    for _ in range(10):  # power iterations converge in train mode
+        D(x)
+    sigma = torch.linalg.matrix_norm(D.head.weight.detach(), ord=2)
+    assert float(sigma) == pytest.approx(1.0, abs=0.05)
+    assert Detector(width=8).config["spectral_norm"] is False
