@@ -57,14 +57,17 @@ from torch import nn
 from .. import attacks
 from ..data import as_tensors
 from ..utils.checkpoint import atomic_save, load_checkpoint
+from ..utils.guards import ensure_finite
 from ..utils.io import atomic_write, atomic_write_json
 from ..utils.modules import frozen
+from ..utils.resume import reconcile_resume, set_learning_rate
 from .detector import ATTACKED, CLEAN, Detector
 from .generator import Generator
 from .losses import PerceptualLoss, adversarial_loss, generator_loss
 
 CHECKPOINT_NAME = "gcln.pt"
 KIND = "gcln"
+EXTENDABLE = ("train.epochs", "train.detector_epochs")  # a resume may train longer (constant learning rates)
 
 # The attacks G and D are trained on: each batch is split evenly between them.
 # Keyword names follow gcln_fast.attacks (fgsm/pgd(model, x, y, **settings)).
@@ -320,6 +323,7 @@ def train_gcln(
     amp: bool = True,
     seed: int = 0,
     resume: bool = False,
+    force: bool = False,
     progress: bool = True,
 ) -> dict:
     """Train G and D of GCLN against the frozen ``classifier``; see the module docstring.
@@ -412,15 +416,16 @@ def train_gcln(
     g_steps = 0
 
     if resume and ckpt_path.is_file():
-        ck = load_checkpoint(ckpt_path, map_location="cpu")
-        if ck.get("config", {}).get("generator") != config["generator"]:
-            raise ValueError(
-                f"{ckpt_path} was trained with generator {ck['config']['generator']}, asked for {config['generator']}"
-            )
+        ck = load_checkpoint(ckpt_path, map_location="cpu", kind=KIND)
+        config = reconcile_resume(
+            ck["config"], config, path=ckpt_path, force=force, fixed=("generator", "detector"), may_change=EXTENDABLE
+        )
         G.load_state_dict(ck["generator"])
         D.load_state_dict(ck["detector"])
         opt_g.load_state_dict(ck["opt_g"])
         opt_d.load_state_dict(ck["opt_d"])
+        set_learning_rate(opt_g, lr)  # a forced resume may change them
+        set_learning_rate(opt_d, lr_d)
         history = ck["history"]
         phase1_done = int(ck["detector_epochs_done"])
         epoch_done = int(ck["epoch"])
@@ -500,6 +505,9 @@ def train_gcln(
                 "loss_d": _all_mean(loss_d, world).item(),
                 "d_acc": _all_mean(d_acc, world).item(),
             }
+            ensure_finite(
+                {"loss_d": rec["loss_d"]}, step=rec["step"], where=f"phase 1, epoch {ep + 1}", checkpoint=ckpt_path
+            )
             recs.append(rec)
             history["steps"].append(rec)
             bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", d_acc=f"{rec['d_acc']:.3f}")
@@ -587,6 +595,12 @@ def train_gcln(
                 "clean_buffer": buffer.size,
                 "q": float(G.q.detach().float().mean().item()),
             }
+            ensure_finite(
+                {k: rec[k] for k in ("loss_g", "loss_d")},
+                step=rec["step"],
+                where=f"epoch {ep + 1}",
+                checkpoint=ckpt_path,
+            )
             recs.append(rec)
             history["steps"].append(rec)
             bar.set_postfix(
@@ -644,9 +658,7 @@ def train_gcln(
 
 def load_generator(path, map_location="cpu") -> Generator:
     """The trained G of a ``train_gcln`` checkpoint, in eval mode: a defence mapping [0, 1] images to [0, 1] images."""
-    ck = load_checkpoint(path, map_location=map_location)
-    if not isinstance(ck, dict) or ck.get("kind") != KIND:
-        raise ValueError(f"{path} is not a GCLN checkpoint (gcln train --out DIR writes DIR/gcln.pt)")
+    ck = load_checkpoint(path, map_location=map_location, kind=KIND)
     G = Generator(**ck["config"]["generator"])
     G.load_state_dict(ck["generator"])
     if isinstance(map_location, (str, torch.device)):
