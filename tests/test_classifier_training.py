@@ -57,7 +57,7 @@ def test_learns_and_writes_files(root, tmp_path):
     assert hist["epochs"][-1]["train_loss"] < hist["epochs"][0]["train_loss"]
     state = torch.load(tmp_path / "clf.state.pt", weights_only=True)
     assert state["kind"] == STATE_KIND and state["epoch"] == 3
-    assert {"optimizer", "scheduler", "rng", "history", "state_dict"} <= set(state)
+    assert {"optimizer", "step", "seconds", "rng", "history", "state_dict"} <= set(state)
     final = load_classifier(tmp_path / "clf.pt")
     assert not final.training
     x = torch.rand(4, 3, 32, 32)

@@ -76,5 +76,5 @@ def test_batched_accuracy_matches_one_pass():
 def test_load_checkpoint_refuses_the_wrong_kind(tmp_path):
     atomic_save({"kind": "gcln", "x": 1}, tmp_path / "g.pt")
     assert load_checkpoint(tmp_path / "g.pt", kind="gcln")["x"] == 1
-    with pytest.raises(ValueError, match="g.pt is a GCLN generator/detector checkpoint.*not a trained classifier"):
+    with pytest.raises(ValueError, match="g.pt is not a trained classifier.*: it is a GCLN checkpoint"):
         load_checkpoint(tmp_path / "g.pt", kind="classifier")

@@ -32,6 +32,8 @@ import json
 import time
 from pathlib import Path
 
+from ._args import positive_int, prepare_run
+
 # Settings. "full" is sized for <= 15 minutes on an idle 2-core CPU; "fast" for a smoke run.
 PROFILES = {
     "full": dict(
@@ -86,7 +88,7 @@ def add_parser(subparsers, name: str = "demo"):
     p.add_argument("--fast", action="store_true", help="a much smaller smoke run (numbers not meaningful)")
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch CPU threads (default: torch's choice; on a CPU shared with other jobs 1 is often faster)",
     )
@@ -120,6 +122,7 @@ def _fmt(v):
 
 
 def run(args: argparse.Namespace) -> int:
+    prepare_run(args, out="dir")
     import torch
     from torch import nn
 

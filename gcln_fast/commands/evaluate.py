@@ -8,6 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+from ._args import checkpoint_arg, nonnegative_float, positive_float, positive_int, prepare_run
+
+CLASSIFIER = checkpoint_arg("classifier", "classifier_train_state")
+
 DATASET_PRESET = {"cifar10": "cifar10", "svhn": "svhn", "embedded": "embedded", "folder": "cifar10"}
 
 
@@ -20,42 +24,51 @@ def add_parser(subparsers, name: str = "eval"):
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--classifier", required=True, help="classifier checkpoint (gcln_fast.models.save_classifier)")
     p.add_argument(
-        "--substitute", default=None, help="substitute classifier for the black-box transfer attacks (omit: skipped)"
+        "--classifier", required=True, type=CLASSIFIER, help="classifier checkpoint (gcln_fast.models.save_classifier)"
+    )
+    p.add_argument(
+        "--substitute",
+        type=CLASSIFIER,
+        default=None,
+        help="substitute classifier for the black-box transfer attacks (omit: skipped)",
     )
     p.add_argument("--dataset", choices=["embedded", "cifar10", "svhn", "folder"], default="embedded")
     p.add_argument("--data-root", default=None, help="dataset directory (required for 'folder')")
     p.add_argument("--split", default="test")
-    p.add_argument("--n", type=int, default=1000, help="number of test images")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--n", type=positive_int, default=1000, help="number of test images")
+    p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument(
         "--gcln", action="append", default=[], metavar="PATH", help="GCLN checkpoint (repeat for several rows)"
     )
     p.add_argument(
-        "--qnt-steps", type=float, nargs="*", default=[5.0, 10.0], help="rows of QuantizedDCT alone (no generator)"
+        "--qnt-steps",
+        type=positive_float,
+        nargs="*",
+        default=[5.0, 10.0],
+        help="rows of QuantizedDCT alone (no generator)",
     )
     p.add_argument("--out", required=True, help="output directory for results.json and results.md")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="attack budgets (default: by dataset)")
-    p.add_argument("--eps", type=float, default=None, help="override eps, in 1/255 units")
-    p.add_argument("--steps", type=int, default=None, help="override BIM/PGD iterations")
-    p.add_argument("--apgd-steps", type=int, default=None, help="override APGD iterations")
-    p.add_argument("--cw-steps", type=int, default=None, help="override C&W Adam steps")
-    p.add_argument("--eot", type=int, default=None, help="gradient samples per step (for randomised defences)")
-    p.add_argument("--restarts", type=int, default=None, help="PGD and APGD restarts")
-    p.add_argument("--sanity-subset", type=int, default=64, help="images used by the eps/iteration sweeps")
+    p.add_argument("--eps", type=nonnegative_float, default=None, help="override eps, in 1/255 units")
+    p.add_argument("--steps", type=positive_int, default=None, help="override BIM/PGD iterations")
+    p.add_argument("--apgd-steps", type=positive_int, default=None, help="override APGD iterations")
+    p.add_argument("--cw-steps", type=positive_int, default=None, help="override C&W Adam steps")
+    p.add_argument("--eot", type=positive_int, default=None, help="gradient samples per step (for randomised defences)")
+    p.add_argument("--restarts", type=positive_int, default=None, help="PGD and APGD restarts")
+    p.add_argument("--sanity-subset", type=positive_int, default=64, help="images used by the eps/iteration sweeps")
     p.add_argument(
         "--iter-sweep",
-        type=int,
+        type=positive_int,
         nargs="*",
         default=None,
         help="iteration counts of the sanity sweep (default 10 20 50 100)",
     )
     p.add_argument(
         "--eps-sweep",
-        type=float,
+        type=nonnegative_float,
         nargs="*",
         default=None,
         help="radii of the sanity eps sweep, in 1/255 units (default 8 16 32 64)",
@@ -64,7 +77,7 @@ def add_parser(subparsers, name: str = "eval"):
     p.add_argument("--adaptive", nargs="*", default=None, choices=list(ATTACKS), help="adaptive attacks to run")
     p.add_argument("--oblivious", nargs="*", default=None, choices=list(ATTACKS), help="oblivious attacks to run")
     p.add_argument("--transfer", nargs="*", default=None, choices=list(ATTACKS), help="transfer attacks to run")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
@@ -114,6 +127,7 @@ def settings_from_args(args):
 
 
 def run(args) -> int:
+    prepare_run(args, out="dir")
     import torch
 
     from ..data import as_tensors, get_dataset

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ._args import checkpoint_arg, device_arg, nonnegative_int, positive_float, positive_int, prepare_run, unit_interval
+
 
 def add_parser(subparsers, name: str = "train"):
     p = subparsers.add_parser(
@@ -13,30 +15,36 @@ def add_parser(subparsers, name: str = "train"):
         description="Phase 1 trains the detector D on clean vs attacked images; phase 2 trains the cleaning "
         "network G against D (eq. 6 of the paper). Under torchrun it runs data-parallel (DDP).",
     )
-    p.add_argument("--classifier", required=True, help="classifier checkpoint (gcln train-classifier output)")
+    p.add_argument(
+        "--classifier",
+        required=True,
+        type=checkpoint_arg("classifier", "classifier_train_state"),
+        help="classifier checkpoint (gcln train-classifier output)",
+    )
     p.add_argument("--dataset", default="embedded", help="embedded | cifar10 | svhn | folder (default: embedded)")
     p.add_argument("--data-root", default=None, help="dataset root (default: the dataset's default root)")
-    p.add_argument("--train-size", type=int, default=None, help="use the first N training images")
-    p.add_argument("--epochs", type=int, default=5, help="adversarial (phase 2) epochs")
-    p.add_argument("--detector-epochs", type=int, default=1, help="phase 1 epochs (detector alone)")
-    p.add_argument("--q", type=float, default=10.0, help="quantization step of the QNT layer (8-bit units)")
+    p.add_argument("--train-size", type=positive_int, default=None, help="use the first N training images")
+    p.add_argument("--epochs", type=positive_int, default=5, help="adversarial (phase 2) epochs")
+    p.add_argument("--detector-epochs", type=nonnegative_int, default=1, help="phase 1 epochs (detector alone)")
+    p.add_argument("--q", type=positive_float, default=10.0, help="quantization step of the QNT layer (8-bit units)")
     p.add_argument("--trainable-q", action="store_true", help="learn the quantization step")
     p.add_argument("--qnt-features", action="store_true", help="also quantize G's intermediate feature maps")
-    p.add_argument("--width", type=int, default=32, help="G's base width")
+    p.add_argument("--width", type=positive_int, default=32, help="G's base width")
     p.add_argument(
         "--plain-detector",
         action="store_true",
         help="D reads the image only (no fixed high-pass residual input); see gcln_fast.commands.demo",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--lambda", dest="lam", type=float, default=0.5, help="weight of L_P in L_G (eq. 3)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="global batch size")
+    p.add_argument("--lr", type=positive_float, default=2e-3)
+    p.add_argument("--lambda", dest="lam", type=unit_interval, default=0.5, help="weight of L_P in L_G (eq. 3)")
     p.add_argument("--adaptive", action="store_true", help="craft G's training examples through the current G too")
     p.add_argument("--vgg-weights", default=None, help="local vgg19-dcbb9e9d.pth (never downloaded)")
     p.add_argument("--out", required=True, help="output directory (gcln.pt, train_log.csv, history.json)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/gcln.pt")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--force", action="store_true", help="with --resume: continue even if settings changed (recorded)")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -44,6 +52,7 @@ def add_parser(subparsers, name: str = "train"):
 
 
 def run(args: argparse.Namespace) -> int:
+    prepare_run(args, out="dir")
     import torch
 
     from ..data import get_dataset
@@ -79,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         resume=args.resume,
+        force=args.force,
         progress=not args.no_progress,
     )
     if os.environ.get("RANK", "0") != "0":

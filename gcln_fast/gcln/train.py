@@ -52,7 +52,9 @@ from torch import nn
 
 from ..data import as_tensors
 from ..utils.checkpoint import atomic_save, load_checkpoint
+from ..utils.guards import ensure_finite
 from ..utils.modules import frozen
+from ..utils.resume import reconcile_resume, set_learning_rate
 from .buffer import CleanBuffer, update_clean_buffer
 from .crafting import DEFAULT_ATTACK_MIX, adaptive_fraction, craft_batch, craft_mix, resolve_attacks
 from .detector import ATTACKED, CLEAN, Detector
@@ -63,6 +65,7 @@ from .losses import PerceptualLoss, adversarial_loss
 
 CHECKPOINT_NAME = "gcln.pt"
 KIND = "gcln"
+EXTENDABLE = ("train.epochs", "train.detector_epochs")  # a resume may train longer (constant learning rates)
 __all__ = [
     "CleanBuffer",
     "DEFAULT_ATTACK_MIX",
@@ -266,17 +269,21 @@ class _Run:
     def resume(self) -> None:
         if not (self.s["resume"] and self.ckpt_path.is_file()):
             return
-        ck = load_checkpoint(self.ckpt_path, map_location="cpu")
-        for key in ("generator", "detector"):
-            if ck.get("config", {}).get(key) != self.config[key]:
-                raise ValueError(
-                    f"{self.ckpt_path} was trained with {key} {ck['config'].get(key)}, asked for {self.config[key]}"
-                )
+        ck = load_checkpoint(self.ckpt_path, map_location="cpu", kind=KIND)
         if ("classifier" in ck) != (self.opt_c is not None):
             raise ValueError(f"{self.ckpt_path}: finetune_classifier differs from the run that wrote it")
+        self.config = reconcile_resume(
+            ck["config"], self.config, path=self.ckpt_path, force=self.s["force"], fixed=("generator", "detector"),
+            may_change=EXTENDABLE,
+        )  # fmt: skip
         self.load(ck)
+        backoffs = int(ck.get("guard_backoffs", 0))
         if self.guard is not None:
-            self.guard.backoffs = int(ck.get("guard_backoffs", 0))
+            self.guard.backoffs = backoffs
+        scale = self.s["guard"]["factor"] ** backoffs  # a forced resume may change the rates; back-offs still apply
+        for opt, lr in ((self.opt_g, self.s["lr"]), (self.opt_d, self.s["lr_d"]), (self.opt_c, self.s["lr_c"])):
+            if opt is not None:
+                set_learning_rate(opt, lr * scale)
         if self.world > 1:  # per-rank streams stay distinct after a resume
             torch.manual_seed(self.s["seed"] + self.rank + 7919 * (self.phase1_done + self.epoch_done))
 
@@ -310,9 +317,13 @@ class _Run:
         )
 
     def record(self, rec: dict, names, values) -> dict:
+        """Log one step (means over the ranks); a non-finite loss stops training, naming the step."""
         stats = _all_mean(torch.stack([v.detach().float() for v in values]), self.world).tolist()
         rec.update(zip(names, stats, strict=True))
         rec["step"] = len(self.history["steps"]) + 1
+        where = f"phase {rec['phase']}, epoch {rec['epoch']}"
+        losses = {k: rec[k] for k in ("loss_g", "loss_d") if k in rec}
+        ensure_finite(losses, step=rec["step"], where=where, checkpoint=self.ckpt_path)
         self.history["steps"].append(rec)
         return rec
 
@@ -565,6 +576,7 @@ def train_gcln(
     amp: bool = True,
     seed: int = 0,
     resume: bool = False,
+    force: bool = False,
     progress: bool = True,
 ) -> dict:
     """Train G and D of GCLN against ``classifier``; see the module docstring.
@@ -592,7 +604,8 @@ def train_gcln(
             guard_margin / guard_action / guard_backoffs: see :mod:`.guard`.
         perceptual: a :class:`PerceptualLoss`, or its ``source`` (``"auto"``, ``"vgg19"``, ``"classifier"``).
         train_size: use only the first ``train_size`` images. device: ``"auto"``, ``"cpu"``,
-            ``"cuda"``...; amp: bf16 autocast on CUDA. resume: continue from ``out_dir/gcln.pt``.
+            ``"cuda"``...; amp: bf16 autocast on CUDA. resume: continue from ``out_dir/gcln.pt``
+            (refused when settings changed, unless ``force``: then the change is recorded).
 
     Returns:
         dict with ``generator`` (eval mode), ``detector``, ``classifier`` (the fine-tuned copy, or
@@ -612,8 +625,9 @@ def train_gcln(
         guard_action=guard_action, guard_backoffs=guard_backoffs, seed=seed,
     )  # fmt: skip
     s = dict(train, generator=gen_cfg, detector=dict(detector_kwargs or {}), attack_fns=attack_fns, amp=amp)
-    s.update(perceptual=perceptual, vgg_weights=vgg_weights, resume=resume, progress=progress, train=train)
-    s["guard"] = {"margin": guard_margin, "action": guard_action, "max_backoffs": guard_backoffs}
+    s.update(perceptual=perceptual, vgg_weights=vgg_weights, resume=resume, force=force, progress=progress)
+    s["train"] = train
+    s["guard"] = {"margin": guard_margin, "action": guard_action, "max_backoffs": guard_backoffs, "factor": 0.5}
     _check_settings(s)
     device = _resolve_device(device)
     rank, world, created_group = _dist_info(device)
@@ -651,7 +665,4 @@ def load_gcln_classifier(path, base: nn.Module, map_location="cpu") -> nn.Module
 
 
 def _load_gcln(path, map_location):
-    ck = load_checkpoint(path, map_location=map_location)
-    if not isinstance(ck, dict) or ck.get("kind") != KIND:
-        raise ValueError(f"{path} is not a GCLN checkpoint (gcln train --out DIR writes DIR/gcln.pt)")
-    return ck
+    return load_checkpoint(path, map_location=map_location, kind=KIND)
