@@ -3,74 +3,52 @@
 Phases (each skipped when its output exists, so an interrupted demo resumes):
 
 1. data        -- render the embedded house-number set (train / test splits).
-2. classifier  -- train the target classifier C (``small_cnn``).
-3. substitute  -- train the black-box substitute S: ``small_cnn`` again, but with another
-                  seed, fewer epochs and SGD instead of AdamW (``build_classifier`` has one small
-                  CNN; a different architecture would be a ResNet, too slow for this budget).
-                  S is only used to craft transfer (black-box) attacks.
-4. attack      -- white-box PGD / FGSM on C for the evaluation images (oblivious examples; kept
-                  for the quality bar and the image grid).
-5. gcln        -- ``train_gcln``: D alone, then G against D (oblivious training examples).
-                  The demo's D reads the plain image (``highpass=False``): in a validation run
-                  (192 G steps, 200 test images outside the evaluation set) G reached 30%
-                  oblivious-PGD accuracy with it and 9% with the high-pass D, which learns to
-                  detect faster and so pulls G towards fooling D rather than restoring content
-                  within this short budget.
-6. evaluate    -- ``gcln_fast.evaluation.evaluate`` + ``write_report`` for No defence, QNT alone
-                  and GCLN: oblivious white-box, adaptive BPDA, black-box (transfer from S).
-7. plots       -- training curves, accuracy vs q and vs BPDA iterations, the image grid.
+2. classifiers -- the target classifier C and the black-box substitute S (``small_cnn``; S with
+                  another seed, fewer epochs and SGD: S only crafts transfer attacks).
+3. gcln        -- ``train_gcln`` for each variant of :mod:`gcln_fast.gcln.presets`: the paper's
+                  (oblivious-trained), without L_A (what D contributes), adaptive-trained, and
+                  adaptive-trained with C fine-tuned jointly; each variant's wall time is kept.
+4. pgd-at      -- the baseline: C fine-tuned by PGD adversarial training (Madry et al. 2018) for
+                  the wall time that the fine-tuned GCLN variant took (equal training budget).
+5. evaluate    -- one table: every row under oblivious, adaptive (BPDA) and transfer attacks,
+                  the per-image worst case, sanity checks.
+6. plots       -- training curves (D and G) per variant, accuracy vs eps per row, accuracy vs q
+                  and vs BPDA iterations, the image grid.
 
-The quality bar printed at the end is measured on the held-out evaluation images: GCLN's
-accuracy under *oblivious* PGD against No defence's, and clean accuracies. The adaptive
-(BPDA) and black-box numbers are printed beside it whatever they are.
+The bars of issue 12 are printed at the end from the table: the best GCLN variant's worst case
+against the paper GCLN's and the PGD-AT row's, and its clean accuracy against No defence's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from ._args import positive_int, prepare_run
+from ._phases import Timer, pct
 
-# Settings. "full" is sized for <= 15 minutes on an idle 2-core CPU; "fast" for a smoke run.
+# "full" (default) is sized for about 15 minutes on an idle 2-core CPU (estimate, not measured on
+# an idle machine: docs/experiments-gcln.md); "full-robust" takes longer (more epochs, C&W, APGD-T,
+# more images); "fast" is a smoke run whose numbers mean nothing.
+_COMMON = dict(clf_epochs=5, sub_epochs=3, batch_size=64, g_width=16, g_blocks=1, sanity_subset=32, plot_n=100)
 PROFILES = {
     "full": dict(
-        train_size=20000,
-        test_size=1000,
-        eval_n=300,
-        clf_epochs=5,
-        sub_epochs=3,
-        gcln_train=4096,
-        gcln_epochs=10,
-        plot_n=200,
-        iter_n=100,
-        q_n=200,
-        batch_size=64,
-        oblivious=("fgsm", "pgd", "bim", "cw"),
-        adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce"),
-        transfer=("fgsm", "pgd"),
-        sanity_subset=32,
+        _COMMON, train_size=20000, test_size=1000, eval_n=200, gcln_train=4096, gcln_epochs=6,
+        variants=("paper", "no-la", "adaptive", "finetune"), oblivious=("fgsm", "pgd"),
+        adaptive=("fgsm", "pgd", "apgd-ce"), transfer=("pgd",),
+    ),
+    "full-robust": dict(
+        _COMMON, train_size=20000, test_size=1000, eval_n=500, gcln_train=8192, gcln_epochs=10,
+        variants=("paper", "no-la", "adaptive", "finetune"), oblivious=("fgsm", "pgd", "bim", "cw"),
+        adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce", "apgd-t"), transfer=("fgsm", "pgd"), sanity_subset=64,
     ),
     "fast": dict(
-        train_size=4000,
-        test_size=400,
-        eval_n=200,
-        clf_epochs=2,
-        sub_epochs=1,
-        gcln_train=1024,
-        gcln_epochs=1,
-        plot_n=64,
-        iter_n=32,
-        q_n=64,
-        batch_size=64,
-        oblivious=("fgsm", "pgd"),
-        adaptive=("fgsm", "pgd"),
-        transfer=("pgd",),
-        sanity_subset=16,
+        _COMMON, train_size=2000, test_size=300, eval_n=48, clf_epochs=2, sub_epochs=1, gcln_train=512,
+        gcln_epochs=1, g_width=8, variants=("paper", "finetune"), oblivious=("fgsm", "pgd"),
+        adaptive=("fgsm", "pgd"), transfer=("pgd",), sanity_subset=16, plot_n=32,
     ),
-}
+}  # fmt: skip
 DEMO_ATTACK_MIX = (
     {"attack": "pgd", "eps": 12 / 255, "step": 3 / 255, "steps": 5},
     {"attack": "pgd", "eps": 8 / 255, "step": 2 / 255, "steps": 5},
@@ -85,7 +63,11 @@ def add_parser(subparsers, name: str = "demo"):
         name, help="end-to-end GCLN demo on the embedded dataset (CPU, resumable)", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--fast", action="store_true", help="a much smaller smoke run (numbers not meaningful)")
+    prof = p.add_mutually_exclusive_group()
+    prof.add_argument("--fast", action="store_true", help="a much smaller smoke run (numbers not meaningful)")
+    prof.add_argument(
+        "--full-robust", action="store_true", help="longer training and the strong attack suite (about 1 h, estimate)"
+    )
     p.add_argument(
         "--threads",
         type=positive_int,
@@ -98,250 +80,223 @@ def add_parser(subparsers, name: str = "demo"):
     return p
 
 
-class _Timer:
-    def __init__(self):
-        self.times = {}
-
-    def phase(self, name):
-        timer = self
-
-        class _P:
-            def __enter__(self):
-                self.t0 = time.time()
-                print(f"\n== {name} ==", flush=True)
-
-            def __exit__(self, *exc):
-                timer.times[name] = time.time() - self.t0
-                print(f"-- {name}: {timer.times[name]:.1f} s", flush=True)
-
-        return _P()
+def _profile_name(args) -> str:
+    return "fast" if args.fast else ("full-robust" if getattr(args, "full_robust", False) else "full")
 
 
-def _fmt(v):
-    return "—" if v is None else f"{100 * v:.1f}%"
+def load_data(out: Path, prof: dict, seed: int):
+    from ..data import as_tensors, get_dataset
+
+    root = out / "data"
+    train_set = get_dataset("embedded", "train", root=root, size=prof["train_size"], seed=seed)
+    test_set = get_dataset("embedded", "test", root=root, size=prof["test_size"], seed=seed)
+    (X, Y), (Xt, Yt) = as_tensors(train_set), as_tensors(test_set)
+    print(f"train {len(Y)} images, test {len(Yt)} (evaluation on the first {prof['eval_n']})")
+    return train_set, test_set, X, Y, Xt, Yt
+
+
+def train_classifiers(out: Path, prof: dict, train_set, test_set, seed: int, progress: bool):
+    from ._phases import train_or_load_classifier
+
+    kw = dict(progress=progress, device="cpu")
+    C = train_or_load_classifier(
+        out / "classifier.pt", "small_cnn", train_set, test_set, epochs=prof["clf_epochs"], lr=3e-3,
+        optimizer="adamw", seed=seed, **kw,
+    )  # fmt: skip
+    S = train_or_load_classifier(
+        out / "substitute.pt", "small_cnn", train_set, test_set, epochs=prof["sub_epochs"], lr=0.05,
+        optimizer="sgd", seed=seed + 101, **kw,
+    )  # fmt: skip
+    return C.eval(), S.eval()
+
+
+def training_seconds(history: dict) -> float:
+    """Wall time a ``train_gcln`` run spent, all its sessions, rolled-back epochs included."""
+    spent = sum(e.get("seconds") or 0.0 for e in history.get("epochs", []))
+    return spent + sum(e.get("seconds") or 0.0 for e in history.get("guard", []))
+
+
+def train_variants(out: Path, prof: dict, C, X, Y, seed: int, progress: bool) -> dict:
+    """``{variant: train_gcln result}`` (each resumes from its checkpoint)."""
+    from ..gcln import train_gcln
+    from ..gcln.presets import variant
+
+    n, results = prof["gcln_train"], {}
+    for name in prof["variants"]:
+        print(f"-- GCLN variant {name}", flush=True)
+        results[name] = train_gcln(
+            C, (X[:n], Y[:n]), out_dir=out / "gcln" / name, epochs=prof["gcln_epochs"], q=Q,
+            generator_kwargs={"width": prof["g_width"], "blocks": prof["g_blocks"]},
+            detector_kwargs={"width": 16}, batch_size=prof["batch_size"], attack_mix=DEMO_ATTACK_MIX,
+            guard_size=256, device="cpu", seed=seed, resume=True, progress=progress, **variant(name),
+        )  # fmt: skip
+        print(f"   {name}: {training_seconds(results[name]['history']):.0f} s of training")
+    return results
+
+
+def train_pgd_at(out: Path, C, train_set, test_set, seconds: float, seed: int, progress: bool):
+    """C fine-tuned by PGD adversarial training for ``seconds`` of wall time (eps 12/255, PGD-5)."""
+    import copy
+
+    from ..models import load_classifier
+    from ..training.classifier import train_classifier
+
+    path = out / "pgd_at.pt"
+    if path.is_file():
+        print(f"{path} exists: skipped")
+        return load_classifier(path)
+    model = copy.deepcopy(C).train()
+    model.requires_grad_(True)
+    train_classifier(
+        model, train_set, test_set, epochs=50, time_budget=seconds, lr=1e-3, optimizer="adamw",
+        adversarial={"eps": 12 / 255, "steps": 5, "val_n": 0}, checkpoint_path=path.with_suffix(".state.pt"),
+        final_path=path, resume=True, seed=seed, progress=progress,
+    )  # fmt: skip
+    return load_classifier(path)
+
+
+def table_rows(C, gclns: dict, C_at):
+    """``[(row name, defence, classifier)]`` of the one table."""
+    from torch import nn
+
+    from .. import QuantizedDCT
+    from ..gcln.presets import LABELS
+
+    rows = [("No defence", nn.Identity(), C), (f"QNT alone (q={Q:g})", QuantizedDCT(Q).eval(), C)]
+    rows += [(LABELS[k], r["generator"].eval(), r["classifier"].eval()) for k, r in gclns.items()]
+    if C_at is not None:
+        rows.append(("PGD-AT classifier", nn.Identity(), C_at.eval()))
+    return rows
+
+
+def evaluate_table(out: Path, prof: dict, rows, S, Xe, Ye, *, seed: int, progress: bool, meta: dict) -> dict:
+    from ..attacks import PRESETS
+    from ..evaluation import write_report
+    from ._rows import evaluate_rows
+
+    path = out / "eval" / "results.json"
+    if path.is_file():
+        print(f"{path} exists: skipped")
+        return json.loads(path.read_text())
+    table = evaluate_rows(
+        rows, S, Xe, Ye, settings=PRESETS["embedded"], oblivious=prof["oblivious"], adaptive=prof["adaptive"],
+        transfer=prof["transfer"], sanity_subset=prof["sanity_subset"], seed=seed, progress=progress, meta=meta,
+    )  # fmt: skip
+    write_report(table, out / "eval")
+    return table
+
+
+def make_plots(out: Path, prof: dict, rows, gclns: dict, C, Xe, Ye) -> None:
+    import torch
+
+    from .. import QuantizedDCT
+    from ..attacks import pgd
+    from ..gcln import plots
+
+    pdir, n = out / "plots", prof["plot_n"]
+    for name, res in gclns.items():
+        plots.plot_training(res["history"], pdir, name=f"gcln_training_{name}")
+    eps = [e / 255 for e in (1, 2, 4, 6, 8, 12, 16)]
+    plots.accuracy_vs_eps(rows, Xe[:n], Ye[:n], eps_list=eps, out_dir=pdir)
+    G = gclns["paper"]["generator"] if "paper" in gclns else next(iter(gclns.values()))["generator"]
+    xa = pgd(C, Xe[:8], Ye[:8], eps=12 / 255, step=3 / 255, steps=10)
+    with torch.no_grad():
+        cleaned = G(xa)
+    title = f"clean / white-box PGD eps 12/255 on C / cleaned by the paper GCLN (q={Q:g})"
+    plots.image_grid(Xe[:8], xa, cleaned, pdir / "cleaning_grid.png", labels=Ye[:8], classifier=C, title=title)
+    if not (pdir / "accuracy_vs_q.json").is_file():
+        plots.accuracy_vs_q(C, Xe[:n], Ye[:n], qs=(2, 5, 10, 15, 20), generators={Q: G}, out_dir=pdir)
+    if not (pdir / "accuracy_vs_bpda_iterations.json").is_file():
+        named = {"No defence": None, f"QNT alone (q={Q:g})": QuantizedDCT(Q), "GCLN paper": G}
+        plots.accuracy_vs_iterations(named, C, Xe[:n], Ye[:n], out_dir=pdir)
+    print("plots:", ", ".join(sorted(p.name for p in pdir.glob("*.png"))))
+
+
+def one_table(table: dict, costs: dict) -> str:
+    """Markdown: each row's clean, oblivious, adaptive and worst-case accuracy and its training wall time."""
+    cols, rows = table["columns"], table["rows"]
+    label = table.get("labels", {})
+    head = ["defence", "clean", *(f"{label.get(a, a)} obl." for a in cols["oblivious"])]
+    head += [f"{label.get(a, a)} adapt." for a in cols["adaptive"]] + ["worst case (headline)", "training wall time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows.items():
+        cells = [name, pct(r["clean"]), *(pct(r["oblivious"].get(a)) for a in cols["oblivious"])]
+        cells += [pct(r["adaptive"].get(a)) for a in cols["adaptive"]]
+        cost = costs.get(name)
+        cells += [f"**{pct(r['worst_case'])}**", "—" if cost is None else f"{cost:.0f} s"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bars(table: dict) -> tuple[list[str], dict]:
+    """The bars of issue 12, measured on this table: lines to print and the numbers behind them."""
+    from ..gcln.presets import LABELS
+
+    rows = table["rows"]
+    nd, paper, at = rows["No defence"], rows.get(LABELS["paper"]), rows.get("PGD-AT classifier")
+    cands = {k: rows[LABELS[k]] for k in ("adaptive", "finetune") if LABELS[k] in rows}
+    if not cands or paper is None:
+        return ["bars: needs the paper and an adaptive GCLN row"], {}
+    best_name, best = max(cands.items(), key=lambda kv: kv[1]["worst_case"])
+    gain = 100 * (best["worst_case"] - paper["worst_case"])
+    drop = 100 * (nd["clean"] - best["clean"])
+    res = {"best_variant": best_name, "worst_case_gain_over_paper": gain, "clean_drop_vs_no_defence": drop}
+    lines = [
+        f"Best GCLN variant: {LABELS[best_name]} (worst case {pct(best['worst_case'])}, clean {pct(best['clean'])})",
+        f"  vs GCLN paper: worst case {gain:+.1f} points (bar >= +30), clean {-drop:+.1f} points vs No defence "
+        f"(bar >= -5): {'MET' if gain >= 30 and drop <= 5 else 'NOT MET'}",
+    ]
+    if at is not None:
+        gap = 100 * (best["worst_case"] - at["worst_case"])
+        res["worst_case_vs_pgd_at"] = gap
+        lines.append(
+            f"  vs PGD-AT (equal training wall time): worst case {gap:+.1f} points (bar >= -5): "
+            f"{'MET' if gap >= -5 else 'NOT MET'}"
+        )
+    return lines, res
 
 
 def run(args: argparse.Namespace) -> int:
     prepare_run(args, out="dir")
     import torch
-    from torch import nn
 
-    from .. import QuantizedDCT
-    from ..attacks import PRESETS, craft
-    from ..data import as_tensors, get_dataset
-    from ..evaluation import evaluate, write_report
-    from ..gcln import load_generator, plots, train_gcln
-    from ..models import build_classifier, load_classifier
-    from ..training.classifier import train_classifier
-    from ..utils.checkpoint import atomic_save, load_checkpoint
-    from ..utils.metrics import accuracy as _acc
+    from ..utils.io import atomic_write_json
+    from ..utils.seed import seed_everything
 
-    t_all = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
-    prof = PROFILES["fast" if args.fast else "full"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    settings = PRESETS["embedded"]  # eps 12/255, step 3/255, 10 iterations (SVHN budget of the paper)
-    timer = _Timer()
-    print(
-        f"gcln demo ({'fast' if args.fast else 'full'} profile) -> {out}; threads {torch.get_num_threads()}; "
-        f"attack settings: eps {settings.eps * 255:.0f}/255, step {settings.step * 255:.0f}/255, {settings.steps} steps"
-    )
-
+    name = _profile_name(args)
+    prof, out, progress, timer = PROFILES[name], Path(args.out), not args.no_progress, Timer()
+    print(f"gcln demo ({name} profile) -> {out}; threads {torch.get_num_threads()}")
     with timer.phase("data"):
-        root = out / "data"
-        train_set = get_dataset("embedded", "train", root=root, size=prof["train_size"], seed=args.seed)
-        test_set = get_dataset("embedded", "test", root=root, size=prof["test_size"], seed=args.seed)
-        X, Y = as_tensors(train_set)
-        Xt, Yt = as_tensors(test_set)
-        Xe, Ye = Xt[: prof["eval_n"]], Yt[: prof["eval_n"]]
-        print(f"train {len(Y)} images, test {len(Yt)} (evaluation on the first {len(Ye)})")
-
-    def train_clf(path: Path, subset, epochs, seed, optimizer, lr):
-        if path.is_file():
-            print(f"{path} exists: skipped")
-            return load_classifier(path)
-        torch.manual_seed(seed)
-        model = build_classifier("small_cnn", 10)
-        hist = train_classifier(
-            model,
-            subset,
-            test_set,
-            epochs=epochs,
-            batch_size=128,
-            lr=lr,
-            optimizer=optimizer,
-            device="cpu",
-            checkpoint_path=path.with_suffix(".state.pt"),
-            final_path=path,
-            resume=True,
-            seed=seed,
-            progress=progress,
-        )
-        print(f"val accuracy {hist['final_val_acc']:.3f}")
-        return load_classifier(path)
-
-    with timer.phase("classifier"):
-        C = train_clf(out / "classifier.pt", train_set, prof["clf_epochs"], args.seed, "adamw", 3e-3)
-    with timer.phase("substitute"):
-        S = train_clf(out / "substitute.pt", train_set, prof["sub_epochs"], args.seed + 101, "sgd", 0.05)
-
-    with timer.phase("attack"):
-        adv_path = out / "attacks.pt"
-        if adv_path.is_file():
-            adv = load_checkpoint(adv_path)
-            print(f"{adv_path} exists: skipped")
-        else:
-            gen = torch.Generator().manual_seed(args.seed)
-            adv = {
-                name: craft("oblivious", name, Xe, Ye, classifier=C, settings=settings, generator=gen)
-                for name in ("pgd", "fgsm")
-            }
-            atomic_save(adv, adv_path)
-        print(
-            f"C: clean {_fmt(_acc(C, Xe, Ye))}, white-box FGSM {_fmt(_acc(C, adv['fgsm'], Ye))}, PGD {_fmt(_acc(C, adv['pgd'], Ye))}"
-        )
-
+        train_set, test_set, X, Y, Xt, Yt = load_data(out, prof, args.seed)
+    with timer.phase("classifiers"):
+        C, S = train_classifiers(out, prof, train_set, test_set, args.seed, progress)
     with timer.phase("gcln"):
-        res = train_gcln(
-            C,
-            (X[: prof["gcln_train"]], Y[: prof["gcln_train"]]),
-            out_dir=out / "gcln",
-            epochs=prof["gcln_epochs"],
-            detector_epochs=1,
-            q=Q,
-            generator_kwargs={"width": 16, "blocks": 1},
-            detector_kwargs={"width": 16, "highpass": False},
-            batch_size=prof["batch_size"],
-            lr=2e-3,
-            attack_mix=DEMO_ATTACK_MIX,
-            device="cpu",
-            seed=args.seed,
-            resume=True,
-            progress=progress,
-        )
-        G = load_generator(out / "gcln" / "gcln.pt")
-        history = res["history"]
-
-    defences = {"No defence": nn.Identity(), f"QNT alone (q={Q:g})": QuantizedDCT(Q).eval(), f"GCLN (q={Q:g})": G}
-    quality = {}
-    for name, d in defences.items():
-        m = nn.Sequential(d, C).eval()
-        quality[name] = {
-            "clean": _acc(m, Xe, Ye),
-            "oblivious_pgd": _acc(m, adv["pgd"], Ye),
-            "oblivious_fgsm": _acc(m, adv["fgsm"], Ye),
-        }
-
-    report_md = None
+        gclns = train_variants(out, prof, C, X, Y, args.seed, progress)
+    costs = {k: training_seconds(r["history"]) for k, r in gclns.items()}
+    with timer.phase("pgd-at"):
+        seed_everything(args.seed)
+        budget = costs.get("finetune", max(costs.values()))
+        C_at = train_pgd_at(out, C, train_set, test_set, budget, args.seed, progress)
+    rows = table_rows(C, gclns, C_at)
+    Xe, Ye = Xt[: prof["eval_n"]], Yt[: prof["eval_n"]]
     with timer.phase("evaluate"):
-        eval_dir = out / "eval"
-        done = sorted(eval_dir.glob("*.md")) if eval_dir.is_dir() else []
-        if not done:
-            table = evaluate(
-                defences,
-                C,
-                S,
-                Xe,
-                Ye,
-                settings=settings,
-                oblivious=prof["oblivious"],
-                adaptive=prof["adaptive"],
-                transfer=prof["transfer"],
-                sanity_subset=prof["sanity_subset"],
-                seed=args.seed,
-                progress=progress,
-                meta={"demo": "gcln demo", "profile": "fast" if args.fast else "full"},
-            )
-            write_report(table, eval_dir)
-            done = sorted(eval_dir.glob("*.md"))
-        else:
-            print(f"{eval_dir} has a report: skipped")
-        report_md = "\n\n".join(p.read_text() for p in done)
-
+        meta = {"demo": "gcln demo", "profile": name}
+        table = evaluate_table(out, prof, rows, S, Xe, Ye, seed=args.seed, progress=progress, meta=meta)
     with timer.phase("plots"):
-        pdir = out / "plots"
-        plots.plot_training(history, pdir)
-        n = prof["plot_n"]
-        xa = adv["pgd"][:8]
-        with torch.no_grad():
-            plots.image_grid(
-                Xe[:8],
-                xa,
-                G(xa),
-                pdir / "cleaning_grid.png",
-                labels=Ye[:8],
-                classifier=C,
-                title=f"clean / white-box PGD eps {settings.eps * 255:.0f}/255 on C / cleaned by GCLN (q={Q:g})",
-            )
-        if not (pdir / "accuracy_vs_q.json").is_file():
-            plots.accuracy_vs_q(
-                C,
-                Xe[: prof["q_n"]],
-                Ye[: prof["q_n"]],
-                qs=(2, 5, 10, 15, 20),
-                generators={Q: G},
-                eps=8 / 255,
-                step=1 / 255,
-                iterations=10,
-                out_dir=pdir,
-            )
-        if not (pdir / "accuracy_vs_bpda_iterations.json").is_file():
-            plots.accuracy_vs_iterations(
-                {"No defence": None, f"QNT alone (q={Q:g})": QuantizedDCT(Q), f"GCLN (q={Q:g})": G},
-                C,
-                Xe[: prof["iter_n"]],
-                Ye[: prof["iter_n"]],
-                out_dir=pdir,
-            )
-        del n
-        print("plots:", ", ".join(sorted(p.name for p in pdir.glob("*.png"))))
+        make_plots(out, prof, rows, gclns, C, Xe, Ye)
+    timer.total()
+    from ..gcln.presets import LABELS
 
-    # ------------------------------------------------------------------ tables
-    print("\n" + "=" * 78)
-    if report_md:
-        print(report_md)
-    print(
-        "\nQuality bar (oblivious white-box: attacks crafted on C alone; "
-        f"{len(Ye)} held-out images, eps {settings.eps * 255:.0f}/255):\n"
-    )
-    print("| defence | clean | FGSM (oblivious) | PGD-10 (oblivious) |")
-    print("|---|---|---|---|")
-    for name, r in quality.items():
-        print(f"| {name} | {_fmt(r['clean'])} | {_fmt(r['oblivious_fgsm'])} | {_fmt(r['oblivious_pgd'])} |")
-    g, nd = quality[f"GCLN (q={Q:g})"], quality["No defence"]
-    gain = 100 * (g["oblivious_pgd"] - nd["oblivious_pgd"])
-    drop = 100 * (nd["clean"] - g["clean"])
-    ok = gain >= 40 and drop <= 3
-    print(
-        f"\nGCLN vs No defence: oblivious PGD {gain:+.1f} points (bar: >= +40), clean {-drop:+.1f} points (bar: >= -3): "
-        f"{'MET' if ok else 'NOT MET'}"
-    )
-    it = json.loads((out / "plots" / "accuracy_vs_bpda_iterations.json").read_text())
-    gname = f"GCLN (q={Q:g})"
-    print(
-        f"Adaptive BPDA-PGD (eps 8/255, step 1/255, {len(it['accuracy'][gname]) and it['n']} images): GCLN "
-        + ", ".join(
-            f"{k} it {_fmt(v)}"
-            for k, v in zip(it["iterations"], it["accuracy"][gname], strict=True)
-            if k in (10, 50, 100)
-        )
-        + f"; No defence at 10 it {_fmt(it['accuracy']['No defence'][0])}"
-    )
-    timer.times["total"] = time.time() - t_all
+    row_costs = {LABELS[k]: v for k, v in costs.items()}
+    row_costs["PGD-AT classifier"] = budget
+    text = one_table(table, row_costs)
+    bar_lines, bar_res = bars(table)
+    print("\n" + "=" * 78 + "\n" + (out / "eval" / "results.md").read_text() + "\n" + text + "\n")
+    print("\n".join(bar_lines))
     print("\nWall time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in timer.times.items()))
-    summary = {
-        "profile": "fast" if args.fast else "full",
-        "settings": settings.to_dict(),
-        "quality": quality,
-        "quality_bar_met": ok,
-        "oblivious_pgd_gain_points": gain,
-        "clean_drop_points": drop,
-        "wall_seconds": timer.times,
-        "threads": torch.get_num_threads(),
-        "profile_settings": prof,
-    }
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=1))
+    summary = {"profile": name, "table": text, "bars": bar_res, "training_seconds": row_costs}
+    summary.update(wall_seconds=timer.times, threads=torch.get_num_threads(), profile_settings=prof)
+    atomic_write_json(out / "demo_summary.json", summary)
     return 0

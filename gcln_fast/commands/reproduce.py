@@ -19,6 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ._args import positive_int, prepare_run
 from ._phases import Timer, pct
 
 # "cpu-1h": sized for about an hour on 2 idle CPU cores (default, not measured on an idle machine:
@@ -61,7 +62,7 @@ def add_parser(subparsers, name: str = "reproduce"):
     p.add_argument("--classifier", default=None, help="use this trained classifier instead of training resnet20")
     p.add_argument("--vgg-weights", default=None, help="local vgg19-dcbb9e9d.pth for L_P (never downloaded)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -244,6 +245,7 @@ def report(out: Path, table: dict, gclns: dict, timer: Timer, *, budget_name: st
 
 
 def run(args: argparse.Namespace) -> int:
+    prepare_run(args, out="dir")
     import torch
 
     if args.threads:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 
-from ._args import checkpoint_arg, device_arg, nonnegative_int, positive_float, positive_int, prepare_run, unit_interval
+from ._args import (
+    checkpoint_arg,
+    device_arg,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    prepare_run,
+    unit_interval,
+)
 
 
 def add_parser(subparsers, name: str = "train"):
@@ -25,7 +34,6 @@ def add_parser(subparsers, name: str = "train"):
     p.add_argument("--data-root", default=None, help="dataset root (default: the dataset's default root)")
     p.add_argument("--train-size", type=positive_int, default=None, help="use the first N training images")
     p.add_argument("--epochs", type=positive_int, default=5, help="adversarial (phase 2) epochs")
-    p.add_argument("--detector-epochs", type=nonnegative_int, default=1, help="phase 1 epochs (detector alone)")
     p.add_argument("--q", type=positive_float, default=10.0, help="quantization step of the QNT layer (8-bit units)")
     p.add_argument("--trainable-q", action="store_true", help="learn the quantization step")
     p.add_argument("--qnt-features", action="store_true", help="also quantize G's intermediate feature maps")
@@ -38,7 +46,15 @@ def add_parser(subparsers, name: str = "train"):
     p.add_argument("--batch-size", type=positive_int, default=64, help="global batch size")
     p.add_argument("--lr", type=positive_float, default=2e-3)
     p.add_argument("--lambda", dest="lam", type=unit_interval, default=0.5, help="weight of L_P in L_G (eq. 3)")
-    p.add_argument("--adaptive", action="store_true", help="craft G's training examples through the current G too")
+    p.add_argument(
+        "--adaptive",
+        type=unit_interval,
+        nargs="?",
+        const=1.0,
+        default=None,
+        help="share of each batch crafted through the current G and C (BPDA); bare flag: 1",
+    )
+    _add_training_knobs(p)
     p.add_argument("--vgg-weights", default=None, help="local vgg19-dcbb9e9d.pth (never downloaded)")
     p.add_argument("--out", required=True, help="output directory (gcln.pt, train_log.csv, history.json)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/gcln.pt")
@@ -49,6 +65,41 @@ def add_parser(subparsers, name: str = "train"):
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
+
+
+# flags whose default is train_gcln's own (None here: not passed), so the defaults live in one place
+KNOBS = {
+    "adaptive_ramp": (unit_interval, "share of the G steps over which the adaptive share rises from 0"),
+    "mu": (nonnegative_float, "weight of the cross-entropy term L_CE of C(G(x)) (0: the paper's loss)"),
+    "beta": (nonnegative_float, "weight of the TRADES term KL(C(G(x)) || C(G(x*)))"),
+    "lr_d": (positive_float, "learning rate of D (default: train_gcln's)"),
+    "lr_c": (positive_float, "learning rate of the fine-tuned C"),
+    "adv_warmup": (unit_interval, "share of the G steps over which L_A's weight ramps up from 0"),
+    "buffer_fraction": (unit_interval, "share of on-the-fly clean samples in D's clean batch"),
+    "guard_size": (nonnegative_int, "held-out training images of the divergence guard (0: none)"),
+    "guard_margin": (unit_interval, "clean-accuracy drop through G that trips the guard"),
+    "detector_epochs": (nonnegative_int, "phase 1 epochs (detector alone)"),
+}
+
+
+def _add_training_knobs(p) -> None:
+    for name, (kind, help_text) in KNOBS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=help_text)
+    p.add_argument(
+        "--guard-action", choices=("backoff", "stop", "warn"), default=None, help="what a tripped guard does"
+    )
+    p.add_argument("--finetune-classifier", action="store_true", help="fine-tune a copy of C jointly (needs --mu)")
+    p.add_argument("--spectral-norm", action="store_true", help="spectral normalisation on every layer of D")
+    p.add_argument(
+        "--perceptual", choices=("auto", "vgg19", "classifier", "pixel"), default="auto", help="L_P's feature network"
+    )
+
+
+def _knob_kwargs(args) -> dict:
+    kw = {k: getattr(args, k) for k in (*KNOBS, "guard_action", "adaptive") if getattr(args, k) is not None}
+    if args.finetune_classifier:
+        kw["finetune_classifier"] = True
+    return kw
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,15 +125,14 @@ def run(args: argparse.Namespace) -> int:
         train_set,
         out_dir=args.out,
         epochs=args.epochs,
-        detector_epochs=args.detector_epochs,
         q=args.q,
         trainable_q=args.trainable_q,
         generator_kwargs={"width": args.width, "qnt_features": args.qnt_features},
-        detector_kwargs={"highpass": not args.plain_detector},
+        detector_kwargs={"highpass": not args.plain_detector, "spectral_norm": args.spectral_norm},
         batch_size=args.batch_size,
         lr=args.lr,
         lam=args.lam,
-        adaptive=args.adaptive,
+        perceptual=args.perceptual,
         vgg_weights=args.vgg_weights,
         train_size=args.train_size,
         device=args.device,
@@ -90,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         force=args.force,
         progress=not args.no_progress,
+        **_knob_kwargs(args),
     )
     if os.environ.get("RANK", "0") != "0":
         return 0

@@ -25,7 +25,7 @@ Phase 2 (``epochs``), per batch of clean images ``x_o`` with labels ``y``:
 After every phase-2 epoch the divergence guard (:mod:`.guard`) compares clean accuracy through G
 with C alone on ``guard_size`` held-out training images and backs off / stops visibly.
 
-Checkpoints (``out_dir/gcln.pt``, written atomically after every epoch of either phase) hold G,
+Each epoch record holds its wall time (``seconds``). Checkpoints (``out_dir/gcln.pt``, written atomically after every epoch of either phase) hold G,
 D (and the fine-tuned C), the optimizers, the counters, the history, the RNG states, the clean
 buffer and the configuration as plain types; ``resume=True`` continues from it. They are read
 with ``weights_only=True`` only. Per-step records go to ``train_log.csv`` and ``history.json``.
@@ -331,7 +331,7 @@ class _Run:
     def pretrain_detector(self) -> None:
         s = self.s
         while self.phase1_done < s["detector_epochs"]:
-            ep, recs = self.phase1_done, []
+            ep, recs, t0 = self.phase1_done, [], time.time()
             bar = self.bar(10_000 + ep, f"D pretrain {ep + 1}/{s['detector_epochs']}")
             for x, y in bar:
                 x_adv = craft_mix(self.C, x, y, s["attack_mix"], self.fns, self.gen)
@@ -340,7 +340,7 @@ class _Run:
                 recs.append(rec)
                 bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", d_acc=f"{rec['d_acc']:.3f}")
             self.phase1_done += 1
-            summary = {"phase": 1, "epoch": ep + 1, "seconds": time.time() - self.t_start}
+            summary = {"phase": 1, "epoch": ep + 1, "seconds": time.time() - t0}
             summary.update({k: mean_of(recs, k) for k in ("loss_d", "d_acc", "d_acc_real", "d_acc_fake")})
             self.history["epochs"].append(summary)
             self.checkpoint()
@@ -409,7 +409,7 @@ class _Run:
         return rec
 
     def adversarial_epoch(self) -> dict:
-        ep, recs = self.epoch_done, []
+        ep, recs, t0 = self.epoch_done, [], time.time()
         self.G.train()
         self.D.train()
         bar = self.bar(ep, f"GCLN epoch {ep + 1}/{self.s['epochs']}")
@@ -419,7 +419,7 @@ class _Run:
             bar.set_postfix(
                 loss_g=f"{rec['loss_g']:.3f}", d_acc=f"{rec['d_acc']:.2f}", acc_rec=f"{rec['acc_recovered']:.2f}"
             )
-        summary = {"phase": 2, "epoch": ep + 1, "seconds": time.time() - self.t_start}
+        summary = {"phase": 2, "epoch": ep + 1, "seconds": time.time() - t0}
         summary.update({k: mean_of(recs, k) for k in EPOCH_KEYS})
         summary.update(clean_buffer=self.buffer.size, clean_buffer_added=self.buffer.added)
         return summary
@@ -462,7 +462,7 @@ class _Run:
             what = "training stopped; the last epoch that passed is kept"
         if self.rank == 0:
             g.report(event, what)
-        self.history["guard"].append({**event, "action": what})
+        self.history["guard"].append({**event, "action": what, "seconds": summary["seconds"]})
         if backoff:  # the rolled-back state must carry the lower rates into the next checkpoint
             g.remember(self.state())
         self.checkpoint()
@@ -482,7 +482,6 @@ class _Run:
         )
 
     def run(self) -> dict:
-        self.t_start = time.time()
         own = isinstance(self.s["perceptual"], str)
         self.perceptual = (
             PerceptualLoss(self.C, source=self.s["perceptual"], weights=self.s["vgg_weights"],
