@@ -72,54 +72,66 @@ def bpda_pgd_trace(
     return {k: correct[k] / max(1, x.shape[0]) for k in iterations}
 
 
+def _smooth(values, k: int = 9) -> list:
+    """Centred running mean over ``k`` steps (the per-step curves are noisy batch statistics)."""
+    vals = [v for v in values if v is not None]
+    if len(vals) != len(values) or not vals:
+        return list(values)
+    t = torch.tensor(vals, dtype=torch.float64)[None, None]
+    k = max(1, min(k, len(vals)) // 2 * 2 + 1)
+    pad = torch.nn.functional.pad(t, (k // 2, k // 2), mode="replicate")
+    return torch.nn.functional.avg_pool1d(pad, k, stride=1)[0, 0].tolist()
+
+
+def _training_data(history: dict) -> dict:
+    steps = history.get("steps", [])
+    p1 = [s for s in steps if s.get("phase") == 1]
+    p2 = [s for s in steps if s.get("phase") == 2]
+    epochs = [e for e in history.get("epochs", []) if e.get("phase") == 2]
+    col = lambda recs, k: [r.get(k) for r in recs]  # noqa: E731
+    data = {"phase1_step": col(p1, "step"), "phase1_loss_d": col(p1, "loss_d"), "phase1_d_acc": col(p1, "d_acc")}
+    for k in ("step", "loss_g", "loss_d", "loss_p", "loss_a", "loss_ce", "d_acc", "d_acc_real", "d_acc_fake"):
+        data[k] = col(p2, k)
+    data["epoch"] = col(epochs, "epoch")
+    for k in ("loss_g", "loss_d", "acc_recovered", "acc_clean_through_g", "acc_attacked_no_defence", "d_acc"):
+        data[f"epoch_{k}"] = col(epochs, k)
+    data["epoch_guard_acc_through_g"] = col(epochs, "guard_acc_through_g")
+    data["guard_events"] = history.get("guard", [])
+    data["note"] = "training-batch metrics: x* crafted during training (oblivious unless the run was adaptive)"
+    return data
+
+
 def plot_training(history: dict, out_dir, name: str = "gcln_training") -> dict:
-    """Fig. 4: left, loss of G and D per step (phase 2; phase 1's D loss too); right, accuracies and L_G per epoch."""
+    """Fig. 4, extended: losses of G and D per step; D's accuracy on clean and on cleaned-attacked
+    images per step (does D learn?); accuracies per epoch with the guard's held-out clean accuracy."""
     plt = _plt()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps = history.get("steps", [])
-    epochs = [e for e in history.get("epochs", []) if e.get("phase") == 2]
-    p1 = [s for s in steps if s.get("phase") == 1]
-    p2 = [s for s in steps if s.get("phase") == 2]
-    data = {
-        "phase1_step": [s["step"] for s in p1],
-        "phase1_loss_d": [s["loss_d"] for s in p1],
-        "step": [s["step"] for s in p2],
-        "loss_g": [s["loss_g"] for s in p2],
-        "loss_d": [s["loss_d"] for s in p2],
-        "loss_p": [s["loss_p"] for s in p2],
-        "loss_a": [s["loss_a"] for s in p2],
-        "epoch": [e["epoch"] for e in epochs],
-        "epoch_loss_g": [e["loss_g"] for e in epochs],
-        "epoch_loss_d": [e["loss_d"] for e in epochs],
-        "epoch_acc_recovered": [e["acc_recovered"] for e in epochs],
-        "epoch_acc_clean_through_g": [e["acc_clean_through_g"] for e in epochs],
-        "epoch_acc_attacked_no_defence": [e["acc_attacked_no_defence"] for e in epochs],
-        "epoch_d_acc": [e["d_acc"] for e in epochs],
-        "note": "training-batch metrics: x* crafted against C during training (oblivious unless the run was adaptive)",
-    }
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    if p1:
-        a.plot(data["phase1_step"], data["phase1_loss_d"], color="tab:gray", lw=0.8, label="D loss (phase 1: D alone)")
-    a.plot(data["step"], data["loss_g"], lw=0.8, label="generative loss L_G")
-    a.plot(data["step"], data["loss_d"], lw=0.8, label="discriminative loss L_D")
-    a.plot(data["step"], data["loss_p"], lw=0.6, ls=":", label="perceptual L_P")
-    a.set_xlabel("step")
-    a.set_ylabel("loss")
-    a.set_title("GCLN losses")
+    data = _training_data(history)
+    fig, (a, d, b) = plt.subplots(1, 3, figsize=(15, 4))
+    if data["phase1_step"]:
+        a.plot(data["phase1_step"], data["phase1_loss_d"], color="tab:gray", lw=0.8, label="L_D (phase 1: D alone)")
+    for key, label in (("loss_g", "L_G"), ("loss_d", "L_D"), ("loss_p", "L_P"), ("loss_a", "L_A"), ("loss_ce", "L_CE")):
+        if any(v for v in data[key] if v):
+            a.plot(data["step"], data[key], lw=0.8, label=label)
+    a.set(xlabel="step", ylabel="loss", title="GCLN losses")
     a.legend(fontsize=8)
+    if data["phase1_step"]:
+        d.plot(data["phase1_step"], _smooth(data["phase1_d_acc"]), color="tab:gray", label="D accuracy (phase 1)")
+    d.plot(data["step"], _smooth(data["d_acc_real"]), label="D right on clean images")
+    d.plot(data["step"], _smooth(data["d_acc_fake"]), label="D right on G(x*)")
+    d.plot(data["step"], _smooth(data["d_acc"]), "k:", label="D accuracy")
+    d.axhline(0.5, color="k", lw=0.5)
+    d.set(xlabel="step", ylabel="accuracy (running mean, 9 steps)", title="does D learn?", ylim=(-0.02, 1.02))
+    d.legend(fontsize=8)
     b.plot(data["epoch"], data["epoch_acc_recovered"], "o-", label="acc C(G(x*)) (train batches)")
-    b.plot(data["epoch"], data["epoch_acc_clean_through_g"], "s-", label="acc C(G(x)) clean")
+    b.plot(data["epoch"], data["epoch_acc_clean_through_g"], "s-", label="acc C(G(x)) clean (train batches)")
+    if any(v is not None for v in data["epoch_guard_acc_through_g"]):
+        b.plot(data["epoch"], data["epoch_guard_acc_through_g"], "D-", label="acc C(G(x)) held out (guard)")
     b.plot(data["epoch"], data["epoch_acc_attacked_no_defence"], "^-", label="acc C(x*) no defence")
     b.plot(data["epoch"], data["epoch_d_acc"], "x--", label="D accuracy")
-    b.set_xlabel("epoch")
-    b.set_ylabel("accuracy")
-    b.set_ylim(-0.02, 1.02)
-    b2 = b.twinx()
-    b2.plot(data["epoch"], data["epoch_loss_g"], "k:", label="L_G (epoch mean)")
-    b2.set_ylabel("L_G")
+    b.set(xlabel="epoch", ylabel="accuracy", ylim=(-0.02, 1.02), title="accuracy per epoch")
     b.legend(fontsize=8, loc="lower left")
-    b.set_title("accuracy and total loss per epoch")
     fig.tight_layout()
     png = out_dir / f"{name}.png"
     fig.savefig(png, dpi=110)
