@@ -22,24 +22,26 @@ from pathlib import Path
 from ._args import positive_int, prepare_run
 from ._phases import Timer, pct
 
-# "cpu-1h": sized for about an hour on 2 idle CPU cores (default, not measured on an idle machine:
-# docs/experiments-gcln.md has the runs); "gpu": one GPU; "smoke": seconds, for tests.
+# "cpu-1h": sized for about an hour on 2 idle CPU cores (estimate, not measured on an idle machine:
+# docs/experiments-gcln.md has the runs): C gets a wall-clock budget of 25 minutes (its learning-rate
+# schedule follows the fraction spent), at most 15 epochs. "gpu": one GPU (not run yet); "smoke":
+# seconds, for tests.
 BUDGETS = {
     "cpu-1h": dict(
-        clf_epochs=4, clf_train=None, sub_arch="small_cnn", sub_epochs=3, gcln_train=4096, gcln_epochs=4,
+        clf_epochs=15, clf_seconds=1500, clf_train=None, sub_arch="small_cnn", sub_epochs=3, sub_seconds=300, gcln_train=4096, gcln_epochs=4,
         g_width=16, g_blocks=2, mix_steps=3, variants=("paper",), eval_n=200, sanity_subset=32,
         oblivious=("fgsm", "pgd", "bim", "cw"), adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce"),
         transfer=("fgsm", "pgd"), curve_n=100, guard_size=256,
     ),
     "gpu": dict(
-        clf_epochs=40, clf_train=None, sub_arch="resnet34", sub_epochs=15, gcln_train=None, gcln_epochs=10,
+        clf_epochs=40, clf_seconds=None, clf_train=None, sub_arch="resnet34", sub_epochs=15, sub_seconds=None, gcln_train=None, gcln_epochs=10,
         g_width=32, g_blocks=2, mix_steps=7, variants=("paper", "adaptive", "finetune"), eval_n=1000,
         sanity_subset=200, oblivious=("fgsm", "pgd", "bim", "cw"),
         adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce", "apgd-dlr", "apgd-t"), transfer=("fgsm", "pgd"),
         curve_n=500, guard_size=1000,
     ),
     "smoke": dict(
-        clf_epochs=1, clf_train=256, sub_arch="small_cnn", sub_epochs=1, gcln_train=128, gcln_epochs=1,
+        clf_epochs=1, clf_seconds=None, clf_train=256, sub_arch="small_cnn", sub_epochs=1, sub_seconds=None, gcln_train=128, gcln_epochs=1,
         g_width=8, g_blocks=1, mix_steps=2, variants=("paper",), eval_n=16, sanity_subset=8,
         oblivious=("fgsm", "pgd"), adaptive=("fgsm", "pgd"), transfer=("pgd",), curve_n=8, guard_size=32,
     ),
@@ -118,11 +120,12 @@ def train_classifiers(args, out: Path, budget: dict, train, Xt, Yt, progress: bo
     else:
         C = train_or_load_classifier(
             out / "classifier.pt", "resnet20", train, val, epochs=budget["clf_epochs"], lr=0.1,
-            optimizer="sgd", seed=args.seed, **common,
+            optimizer="sgd", seed=args.seed, time_budget=budget["clf_seconds"], **common,
         )  # fmt: skip
     S = train_or_load_classifier(
         out / "substitute.pt", budget["sub_arch"], train, val, epochs=budget["sub_epochs"],
-        lr=0.1 if budget["sub_arch"] != "small_cnn" else 0.05, optimizer="sgd", seed=args.seed + 101, **common,
+        lr=0.1 if budget["sub_arch"] != "small_cnn" else 0.05, optimizer="sgd", seed=args.seed + 101,
+        time_budget=budget["sub_seconds"], **common,
     )  # fmt: skip
     return C.eval(), S.eval()
 
@@ -236,7 +239,17 @@ def report(out: Path, table: dict, gclns: dict, timer: Timer, *, budget_name: st
                 f"{pct(e['acc_clean_through_g'])}, guard {pct(e.get('guard_acc_through_g'))}, "
                 f"guard events {len(res['history'].get('guard', [])) - 1}, stopped by guard: {res['stopped_by_guard']}"
             )
-    lines += ["", "Wall time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in timer.times.items()), ""]
+    for f in ("classifier", "substitute"):
+        h = out / f"{f}.history.json"
+        if h.is_file():
+            hist = json.loads(h.read_text())
+            lines.append(
+                f"- {f} ({hist.get('config', {}).get('arch')}): {hist.get('train_seconds', 0):.0f} s of training, "
+                f"{len(hist.get('epochs', []))} epochs, validation accuracy {pct(hist.get('final_val_acc'))}"
+            )
+    lines += ["", "Wall time per phase of this invocation (a phase whose output existed took ~0 s): "]
+    lines[-1] += ", ".join(f"{k} {v:.0f} s" for k, v in timer.times.items())
+    lines.append("")
     text = "\n".join(lines)
     atomic_write_text(out / "report.md", text)
     summary = {"budget": budget_name, "wall_seconds": timer.times, "rows": table["rows"], "perceptual": perceptual}
