@@ -251,3 +251,31 @@ def test_straight_through_clamp_keeps_the_value_and_passes_the_gradient():
     torch.testing.assert_close(ste, plain)
     assert (plain.detach() == 1).any()
     assert int((grad_plain == 0).sum()) > int((grad_ste == 0).sum())
+
+
+def test_feature_maps_figure_grad_cam(toy, tmp_path):
+    from gcln_fast.gcln.feature_maps import feature_maps_figure, grad_cam
+
+    x, y, C = toy
+    xs = x[:2]
+    pred, fmap, cam, layer = grad_cam(C, xs)
+    assert layer == "c2" and fmap.shape == (2, 16, 16) and cam.shape == (2, 32, 32)  # last spatial activation
+    assert float(cam.min()) >= 0 and torch.allclose(cam.flatten(1).amax(1), torch.ones(2))
+    assert torch.equal(pred, C(xs).argmax(1))
+    noisy = (xs + 0.2 * torch.randn_like(xs)).clamp(0, 1)
+    out = feature_maps_figure(C, xs, noisy, xs.clone(), y[:2], tmp_path / "fm.png", class_names=list("abcd"))
+    assert out["png"].is_file() and json.loads(out["json"].read_text())["layer"] == "c2"
+    assert out["cam_distance_to_clean"]["cleaned by G"] == 0.0  # the same image gives the same heatmap
+    assert out["cam_distance_to_clean"]["attacked"] > 0.0
+
+
+def test_accuracy_vs_eps_falls_with_eps(toy, tmp_path):
+    from gcln_fast.gcln import plots
+
+    x, y = toy_data(32, contrast=0.05)
+    C = trained_classifier(x, y)
+    rows = [("No defence", nn.Identity(), C), ("G", Generator(q=10, **SMALL_G), C)]
+    data = plots.accuracy_vs_eps(rows, x, y, eps_list=[0.0, 16 / 255], steps=3, out_dir=tmp_path)
+    assert (tmp_path / "accuracy_vs_eps.png").is_file() and set(data["accuracy"]) == {"No defence", "G"}
+    clean, attacked = data["accuracy"]["No defence"]
+    assert attacked < clean  # the attack works at 16/255 and does nothing at 0

@@ -113,9 +113,7 @@ def test_guard_stops_a_diverging_generator_visibly(toy, tmp_path, capfd):
 
 def test_guard_backs_off_the_learning_rates(toy, tmp_path):
     x, y, C = toy
-    r = train_gcln(
-        C, (x, y), out_dir=tmp_path, epochs=1, lr=5.0, guard_size=32, guard_backoffs=1, **SMALL
-    )
+    r = train_gcln(C, (x, y), out_dir=tmp_path, epochs=1, lr=5.0, guard_size=32, guard_backoffs=1, **SMALL)
     actions = [e["action"] for e in r["history"]["guard"][1:]]
     assert "back-off 1/1" in actions[0]
     ck = torch.load(tmp_path / "gcln.pt", weights_only=True)

@@ -31,7 +31,9 @@ from ._phases import Timer, pct
 # "full" (default) is sized for about 15 minutes on an idle 2-core CPU (estimate, not measured on
 # an idle machine: docs/experiments-gcln.md); "full-robust" takes longer (more epochs, C&W, APGD-T,
 # more images); "fast" is a smoke run whose numbers mean nothing.
-_COMMON = dict(clf_epochs=5, sub_epochs=3, batch_size=64, g_width=16, g_blocks=1, sanity_subset=32, plot_n=100)
+_COMMON = dict(
+    clf_epochs=5, sub_epochs=3, batch_size=64, g_width=16, g_blocks=1, sanity_subset=32, plot_n=100, guard_size=256
+)
 PROFILES = {
     "full": dict(
         _COMMON, train_size=20000, test_size=1000, eval_n=200, gcln_train=4096, gcln_epochs=6,
@@ -44,7 +46,7 @@ PROFILES = {
         adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce", "apgd-t"), transfer=("fgsm", "pgd"), sanity_subset=64,
     ),
     "fast": dict(
-        _COMMON, train_size=2000, test_size=300, eval_n=48, clf_epochs=2, sub_epochs=1, gcln_train=512,
+        _COMMON, train_size=4000, test_size=300, eval_n=48, clf_epochs=3, sub_epochs=1, gcln_train=512, guard_size=64,
         gcln_epochs=1, g_width=8, variants=("paper", "finetune"), oblivious=("fgsm", "pgd"),
         adaptive=("fgsm", "pgd"), transfer=("pgd",), sanity_subset=16, plot_n=32,
     ),
@@ -128,7 +130,7 @@ def train_variants(out: Path, prof: dict, C, X, Y, seed: int, progress: bool) ->
             C, (X[:n], Y[:n]), out_dir=out / "gcln" / name, epochs=prof["gcln_epochs"], q=Q,
             generator_kwargs={"width": prof["g_width"], "blocks": prof["g_blocks"]},
             detector_kwargs={"width": 16}, batch_size=prof["batch_size"], attack_mix=DEMO_ATTACK_MIX,
-            guard_size=256, device="cpu", seed=seed, resume=True, progress=progress, **variant(name),
+            guard_size=prof["guard_size"], device="cpu", seed=seed, resume=True, progress=progress, **variant(name),
         )  # fmt: skip
         print(f"   {name}: {training_seconds(results[name]['history']):.0f} s of training")
     return results

@@ -245,6 +245,7 @@ class _Run:
             "clean_buffer": self.buffer.state_dict(),
             "rng": _rng_state(self.gen, self.device),
             "guard_backoffs": self.guard.backoffs if self.guard else 0,
+            "stopped_by_guard": self.stopped,
         }
         if self.opt_c is not None:
             st["classifier"] = self.Ct.state_dict()
@@ -277,6 +278,9 @@ class _Run:
             may_change=EXTENDABLE,
         )  # fmt: skip
         self.load(ck)
+        self.stopped = bool(ck.get("stopped_by_guard", False))  # a stopped run stays stopped: no silent restart
+        if self.stopped and self.rank == 0:
+            print(f"GUARD: {self.ckpt_path} was stopped by the divergence guard; not training further", flush=True)
         backoffs = int(ck.get("guard_backoffs", 0))
         if self.guard is not None:
             self.guard.backoffs = backoffs
