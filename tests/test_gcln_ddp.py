@@ -34,6 +34,7 @@ def _kwargs(out_dir):
         generator_kwargs={"width": 8, "blocks": 1},
         detector_kwargs={"width": 8},
         perceptual="classifier",
+        guard_size=0,
         progress=False,
         seed=0,
         device="cpu",

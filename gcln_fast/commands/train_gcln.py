@@ -44,7 +44,6 @@ def add_parser(subparsers, name: str = "train"):
         help="D reads the image only (no fixed high-pass residual input); see gcln_fast.commands.demo",
     )
     p.add_argument("--batch-size", type=positive_int, default=64, help="global batch size")
-    p.add_argument("--lr", type=positive_float, default=2e-3)
     p.add_argument("--lambda", dest="lam", type=unit_interval, default=0.5, help="weight of L_P in L_G (eq. 3)")
     p.add_argument(
         "--adaptive",
@@ -72,7 +71,8 @@ KNOBS = {
     "adaptive_ramp": (unit_interval, "share of the G steps over which the adaptive share rises from 0"),
     "mu": (nonnegative_float, "weight of the cross-entropy term L_CE of C(G(x)) (0: the paper's loss)"),
     "beta": (nonnegative_float, "weight of the TRADES term KL(C(G(x)) || C(G(x*)))"),
-    "lr_d": (positive_float, "learning rate of D (default: train_gcln's)"),
+    "lr": (positive_float, "learning rate of G (default: train_gcln's)"),
+    "lr_d": (positive_float, "learning rate of D (default: the rate of G)"),
     "lr_c": (positive_float, "learning rate of the fine-tuned C"),
     "adv_warmup": (unit_interval, "share of the G steps over which L_A's weight ramps up from 0"),
     "buffer_fraction": (unit_interval, "share of on-the-fly clean samples in D's clean batch"),
@@ -89,7 +89,7 @@ def _add_training_knobs(p) -> None:
         "--guard-action", choices=("backoff", "stop", "warn"), default=None, help="what a tripped guard does"
     )
     p.add_argument("--finetune-classifier", action="store_true", help="fine-tune a copy of C jointly (needs --mu)")
-    p.add_argument("--spectral-norm", action="store_true", help="spectral normalisation on every layer of D")
+    p.add_argument("--no-spectral-norm", action="store_true", help="D without spectral normalisation")
     p.add_argument(
         "--perceptual", choices=("auto", "vgg19", "classifier", "pixel"), default="auto", help="L_P's feature network"
     )
@@ -128,9 +128,8 @@ def run(args: argparse.Namespace) -> int:
         q=args.q,
         trainable_q=args.trainable_q,
         generator_kwargs={"width": args.width, "qnt_features": args.qnt_features},
-        detector_kwargs={"highpass": not args.plain_detector, "spectral_norm": args.spectral_norm},
+        detector_kwargs={"highpass": not args.plain_detector, "spectral_norm": not args.no_spectral_norm},
         batch_size=args.batch_size,
-        lr=args.lr,
         lam=args.lam,
         perceptual=args.perceptual,
         vgg_weights=args.vgg_weights,

@@ -552,10 +552,10 @@ def train_gcln(
     generator_kwargs: dict | None = None,
     detector_kwargs: dict | None = None,
     batch_size: int = 64,
-    lr: float = 2e-3,
+    lr: float = 1e-3,
     lr_d: float | None = None,
     lam: float = 0.5,
-    adv_warmup: float = 0.0,
+    adv_warmup: float = 0.5,
     mu: float = 0.0,
     beta: float = 0.0,
     pixel_weight: float = 0.0,
@@ -567,8 +567,8 @@ def train_gcln(
     finetune_classifier: bool = False,
     lr_c: float = 1e-3,
     clean_buffer_size: int = 1024,
-    buffer_fraction: float = 0.5,
-    guard_size: int = 0,
+    buffer_fraction: float = 0.0,
+    guard_size: int | None = None,
     guard_margin: float = 0.03,
     guard_action: str = "backoff",
     guard_backoffs: int = 3,
@@ -603,7 +603,8 @@ def train_gcln(
         finetune_classifier: train a copy of C jointly (``--finetune-classifier``): C's parameters
             receive the gradient of ``mu L_CE + beta L_KL`` (so one of them must be > 0).
         clean_buffer_size, buffer_fraction: the on-the-fly clean set and its share of D's clean batch.
-        guard_size: held-out training images of the divergence guard (0: no guard);
+        guard_size: held-out training images of the divergence guard (0: no guard; default
+            ``min(256, n // 8)``);
             guard_margin / guard_action / guard_backoffs: see :mod:`.guard`.
         perceptual: a :class:`PerceptualLoss`, or its ``source`` (``"auto"``, ``"vgg19"``, ``"classifier"``).
         train_size: use only the first ``train_size`` images. device: ``"auto"``, ``"cpu"``,
@@ -617,6 +618,7 @@ def train_gcln(
     """
     lr_d = lr if lr_d is None else lr_d
     gen_cfg = {"q": float(q), "trainable_q": bool(trainable_q), **(generator_kwargs or {})}
+    det_cfg = {"spectral_norm": True, **(detector_kwargs or {})}
     attack_mix = [dict(spec) for spec in attack_mix]
     adaptive = float(adaptive)
     train = dict(
@@ -627,7 +629,7 @@ def train_gcln(
         buffer_fraction=buffer_fraction, guard_size=guard_size, guard_margin=guard_margin,
         guard_action=guard_action, guard_backoffs=guard_backoffs, seed=seed,
     )  # fmt: skip
-    s = dict(train, generator=gen_cfg, detector=dict(detector_kwargs or {}), attack_fns=attack_fns, amp=amp)
+    s = dict(train, generator=gen_cfg, detector=det_cfg, attack_fns=attack_fns, amp=amp)
     s.update(perceptual=perceptual, vgg_weights=vgg_weights, resume=resume, force=force, progress=progress)
     s["train"] = train
     s["guard"] = {"margin": guard_margin, "action": guard_action, "max_backoffs": guard_backoffs, "factor": 0.5}
@@ -635,6 +637,8 @@ def train_gcln(
     device = _resolve_device(device)
     rank, world, created_group = _dist_info(device)
     X, Y = _as_tensors(train_data, limit=train_size)
+    if guard_size is None:  # default: on, with up to 256 held-out images
+        s["guard_size"] = train["guard_size"] = min(256, int(X.shape[0]) // 8)
     if rank == 0:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     train.update(train_size=int(X.shape[0]), world_size=world)
