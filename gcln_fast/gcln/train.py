@@ -206,7 +206,7 @@ class _Run:
         if s["finetune_classifier"]:
             self.Ct = copy.deepcopy(self.C).eval()  # eval: BN statistics stay those of C
             self.Ct.requires_grad_(True)
-            self.opt_c = torch.optim.SGD(self.Ct.parameters(), lr=s["lr_c"], momentum=0.9, weight_decay=5e-4)
+            self.opt_c = torch.optim.AdamW(self.Ct.parameters(), lr=s["lr_c"], weight_decay=5e-4)
         self.buffer = CleanBuffer(s["clean_buffer_size"])
         self.history = {"epochs": [], "steps": [], "guard": []}
         self.phase1_done = self.epoch_done = self.g_steps = 0
@@ -592,7 +592,7 @@ def train_gcln(
         epochs / detector_epochs: phase 2 (G vs D) and phase 1 (D alone) epochs.
         q, trainable_q, generator_kwargs: G (:class:`Generator`); detector_kwargs: D (:class:`Detector`).
         batch_size: global batch (split across DDP ranks).
-        lr, lr_d, lr_c: learning rates of G, D (default ``lr``) and the fine-tuned C (SGD).
+        lr, lr_d, lr_c: learning rates of G, D (default ``lr``; both Adam) and the fine-tuned C (AdamW).
         lam, adv_warmup, mu, beta: weights of L_G (module docstring); ``adv_warmup``: share of the
             G steps over which L_A's weight ramps up from 0. pixel_weight: extra pixel MSE in L_P.
         grad_clip: clip G's gradient norm to this value (None: no clipping).
