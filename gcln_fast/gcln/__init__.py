@@ -7,6 +7,7 @@
 from .detector import Detector
 from .generator import Generator
 from .losses import PerceptualLoss
+from .settings import GCLNSettings
 from .train import load_generator, train_gcln
 
-__all__ = ["Generator", "Detector", "PerceptualLoss", "train_gcln", "load_generator"]
+__all__ = ["GCLNSettings", "Generator", "Detector", "PerceptualLoss", "train_gcln", "load_generator"]

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ from .generator import Generator
 from .guard import DivergenceGuard, held_out_split, scale_lr
 from .logs import mean_of, plain, write_logs
 from .losses import PerceptualLoss, adversarial_loss
+from .settings import GCLNSettings
 
 CHECKPOINT_NAME = "gcln.pt"
 KIND = "gcln"
@@ -524,63 +526,19 @@ class _Run:
 # --------------------------------------------------------------------------- public API
 
 
-def _check_settings(s: dict) -> None:
-    for name in ("lr", "lr_d", "lr_c"):
-        if not s[name] > 0:
-            raise ValueError(f"{name} must be > 0, got {s[name]}")
-    for name in ("lam", "adaptive", "adaptive_ramp", "adv_warmup", "buffer_fraction"):
-        if not 0 <= s[name] <= 1:
-            raise ValueError(f"{name} must be in [0, 1], got {s[name]}")
-    for name in ("mu", "beta", "pixel_weight"):
-        if s[name] < 0:
-            raise ValueError(f"{name} must be >= 0, got {s[name]}")
-    if s["finetune_classifier"] and not (s["mu"] > 0 or s["beta"] > 0):
-        raise ValueError("finetune_classifier trains C on mu * L_CE + beta * L_KL: set mu > 0 or beta > 0")
-    if s["epochs"] < 0 or s["detector_epochs"] < 0:
-        raise ValueError("epochs and detector_epochs must be >= 0")
+def _run_settings(st: GCLNSettings, n_train: int, world: int) -> dict:
+    """The flat settings dict a :class:`_Run` reads (guard size resolved, configs of G and D built)."""
+    if st.guard_size is None:  # default: on, with up to 256 held-out images
+        st = st.replace(guard_size=min(256, n_train // 8))
+    s = {f.name: getattr(st, f.name) for f in dataclasses.fields(st)}
+    s.update(generator=st.generator_config(), detector=st.detector_config(), train=st.recorded(n_train, world))
+    s["guard"] = {"margin": st.guard_margin, "action": st.guard_action, "max_backoffs": st.guard_backoffs}
+    s["guard"]["factor"] = 0.5
+    return s
 
 
 def train_gcln(
-    classifier: nn.Module,
-    train_data,
-    *,
-    out_dir,
-    epochs: int = 5,
-    detector_epochs: int = 1,
-    q: float = 10.0,
-    trainable_q: bool = False,
-    generator_kwargs: dict | None = None,
-    detector_kwargs: dict | None = None,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    lr_d: float | None = None,
-    lam: float = 0.5,
-    adv_warmup: float = 0.5,
-    mu: float = 0.0,
-    beta: float = 0.0,
-    pixel_weight: float = 0.0,
-    grad_clip: float | None = None,
-    attack_mix=DEFAULT_ATTACK_MIX,
-    attack_fns: dict | None = None,
-    adaptive: float | bool = False,
-    adaptive_ramp: float = 0.0,
-    finetune_classifier: bool = False,
-    lr_c: float = 1e-3,
-    clean_buffer_size: int = 1024,
-    buffer_fraction: float = 0.0,
-    guard_size: int | None = None,
-    guard_margin: float = 0.03,
-    guard_action: str = "backoff",
-    guard_backoffs: int = 3,
-    perceptual: PerceptualLoss | str = "auto",
-    vgg_weights=None,
-    train_size: int | None = None,
-    device="auto",
-    amp: bool = True,
-    seed: int = 0,
-    resume: bool = False,
-    force: bool = False,
-    progress: bool = True,
+    classifier: nn.Module, train_data, *, out_dir, settings: GCLNSettings | None = None, **overrides
 ) -> dict:
     """Train G and D of GCLN against ``classifier``; see the module docstring.
 
@@ -589,59 +547,21 @@ def train_gcln(
             ``finetune_classifier`` a copy is trained and returned as ``result["classifier"]``).
         train_data: ``(X, Y)`` tensors or a dataset of ``(image, label)``.
         out_dir: where ``gcln.pt``, ``train_log.csv`` and ``history.json`` go.
-        epochs / detector_epochs: phase 2 (G vs D) and phase 1 (D alone) epochs.
-        q, trainable_q, generator_kwargs: G (:class:`Generator`); detector_kwargs: D (:class:`Detector`).
-        batch_size: global batch (split across DDP ranks).
-        lr, lr_d, lr_c: learning rates of G, D (default ``lr``; both Adam) and the fine-tuned C (AdamW).
-        lam, adv_warmup, mu, beta: weights of L_G (module docstring); ``adv_warmup``: share of the
-            G steps over which L_A's weight ramps up from 0. pixel_weight: extra pixel MSE in L_P.
-        grad_clip: clip G's gradient norm to this value (None: no clipping).
-        attack_mix / attack_fns: the training attacks (``{"attack": name, **settings}``, see
-            :mod:`.crafting`) and optional ``{name: fn}`` overrides of ``gcln_fast.attacks``.
-        adaptive: share of each batch crafted through G and C (True = 1); ``adaptive_ramp``: share
-            of the G steps over which it rises from 0 (oblivious) to ``adaptive``.
-        finetune_classifier: train a copy of C jointly (``--finetune-classifier``): C's parameters
-            receive the gradient of ``mu L_CE + beta L_KL`` (so one of them must be > 0).
-        clean_buffer_size, buffer_fraction: the on-the-fly clean set and its share of D's clean batch.
-        guard_size: held-out training images of the divergence guard (0: no guard; default
-            ``min(256, n // 8)``);
-            guard_margin / guard_action / guard_backoffs: see :mod:`.guard`.
-        perceptual: a :class:`PerceptualLoss`, or its ``source`` (``"auto"``, ``"vgg19"``, ``"classifier"``).
-        train_size: use only the first ``train_size`` images. device: ``"auto"``, ``"cpu"``,
-            ``"cuda"``...; amp: bf16 autocast on CUDA. resume: continue from ``out_dir/gcln.pt``
-            (refused when settings changed, unless ``force``: then the change is recorded).
+        settings: a :class:`~.settings.GCLNSettings` (default: its defaults); ``overrides``: any of
+            its fields by name (``epochs=3, mu=1.0, ...``), applied on top.
 
     Returns:
         dict with ``generator`` (eval mode), ``detector``, ``classifier`` (the fine-tuned copy, or
         C), ``history``, ``checkpoint``, ``steps`` (G steps, all runs), ``clean_buffer``,
         ``stopped_by_guard`` and ``perceptual`` (the feature network L_P used).
     """
-    lr_d = lr if lr_d is None else lr_d
-    gen_cfg = {"q": float(q), "trainable_q": bool(trainable_q), **(generator_kwargs or {})}
-    det_cfg = {"spectral_norm": True, **(detector_kwargs or {})}
-    attack_mix = [dict(spec) for spec in attack_mix]
-    adaptive = float(adaptive)
-    train = dict(
-        epochs=epochs, detector_epochs=detector_epochs, batch_size=batch_size, lr=lr, lr_d=lr_d, lam=lam,
-        adv_warmup=adv_warmup, mu=mu, beta=beta, pixel_weight=pixel_weight, grad_clip=grad_clip,
-        attack_mix=attack_mix, adaptive=adaptive, adaptive_ramp=adaptive_ramp,
-        finetune_classifier=bool(finetune_classifier), lr_c=lr_c, clean_buffer_size=clean_buffer_size,
-        buffer_fraction=buffer_fraction, guard_size=guard_size, guard_margin=guard_margin,
-        guard_action=guard_action, guard_backoffs=guard_backoffs, seed=seed,
-    )  # fmt: skip
-    s = dict(train, generator=gen_cfg, detector=det_cfg, attack_fns=attack_fns, amp=amp)
-    s.update(perceptual=perceptual, vgg_weights=vgg_weights, resume=resume, force=force, progress=progress)
-    s["train"] = train
-    s["guard"] = {"margin": guard_margin, "action": guard_action, "max_backoffs": guard_backoffs, "factor": 0.5}
-    _check_settings(s)
-    device = _resolve_device(device)
+    st = (settings or GCLNSettings()).replace(**overrides)
+    device = _resolve_device(st.device)
     rank, world, created_group = _dist_info(device)
-    X, Y = _as_tensors(train_data, limit=train_size)
-    if guard_size is None:  # default: on, with up to 256 held-out images
-        s["guard_size"] = train["guard_size"] = min(256, int(X.shape[0]) // 8)
+    X, Y = _as_tensors(train_data, limit=st.train_size)
+    s = _run_settings(st, int(X.shape[0]), world)
     if rank == 0:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-    train.update(train_size=int(X.shape[0]), world_size=world)
     with frozen(classifier):
         try:
             return _Run(classifier, X, Y, out_dir, s, device, rank, world).run()
