@@ -37,12 +37,12 @@ _COMMON = dict(
 PROFILES = {
     "full": dict(
         _COMMON, train_size=20000, test_size=1000, eval_n=200, gcln_train=4096, gcln_epochs=6,
-        variants=("paper", "no-la", "adaptive", "finetune"), oblivious=("fgsm", "pgd"),
+        variants=("paper", "finetune", "adaptive", "no-la"), oblivious=("fgsm", "pgd"),
         adaptive=("fgsm", "pgd", "apgd-ce"), transfer=("pgd",),
     ),
     "full-robust": dict(
         _COMMON, train_size=20000, test_size=1000, eval_n=500, gcln_train=8192, gcln_epochs=10,
-        variants=("paper", "no-la", "adaptive", "finetune"), oblivious=("fgsm", "pgd", "bim", "cw"),
+        variants=("paper", "finetune", "adaptive", "no-la"), oblivious=("fgsm", "pgd", "bim", "cw"),
         adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce", "apgd-t"), transfer=("fgsm", "pgd"), sanity_subset=64,
     ),
     "fast": dict(
@@ -165,7 +165,8 @@ def table_rows(C, gclns: dict, C_at):
     from ..gcln.presets import LABELS
 
     rows = [("No defence", nn.Identity(), C), (f"QNT alone (q={Q:g})", QuantizedDCT(Q).eval(), C)]
-    rows += [(LABELS[k], r["generator"].eval(), r["classifier"].eval()) for k, r in gclns.items()]
+    order = [k for k in ("paper", "no-la", "adaptive", "finetune") if k in gclns]  # training order may differ
+    rows += [(LABELS[k], gclns[k]["generator"].eval(), gclns[k]["classifier"].eval()) for k in order]
     if C_at is not None:
         rows.append(("PGD-AT classifier", nn.Identity(), C_at.eval()))
     return rows
