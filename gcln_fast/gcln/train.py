@@ -432,10 +432,10 @@ class _Run:
 
     def adversarial_phase(self) -> None:
         if self.guard is not None:
-            self.guard.remember(self.state())
-            if self.epoch_done == 0 and self.s["epochs"] > 0:
+            if self.epoch_done == 0 and self.s["epochs"] > 0 and not self.history["guard"]:
                 start = self.guard.check(self.G, self.Ct, 0)
                 self.history["guard"].append({**start, "action": "start (untrained G: QNT alone)"})
+            self.guard.remember(self.state())
         while self.epoch_done < self.s["epochs"] and not self.stopped:
             summary = self.adversarial_epoch()
             if self.guard is not None and not self.guard_accepts(summary):
