@@ -32,7 +32,15 @@ from ._phases import Timer, pct
 # an idle machine: docs/experiments-gcln.md); "full-robust" takes longer (more epochs, C&W, APGD-T,
 # more images); "fast" is a smoke run whose numbers mean nothing.
 _COMMON = dict(
-    clf_epochs=5, sub_epochs=3, batch_size=64, g_width=16, g_blocks=1, sanity_subset=32, plot_n=100, guard_size=256
+    clf_epochs=5,
+    sub_epochs=3,
+    batch_size=64,
+    g_width=16,
+    g_blocks=1,
+    sanity_subset=32,
+    plot_n=100,
+    guard_size=256,
+    paper_figures=True,
 )
 PROFILES = {
     "full": dict(
@@ -48,7 +56,7 @@ PROFILES = {
     "fast": dict(
         _COMMON, train_size=4000, test_size=300, eval_n=48, clf_epochs=3, sub_epochs=1, gcln_train=512, guard_size=64,
         gcln_epochs=1, g_width=8, variants=("paper", "finetune"), oblivious=("fgsm", "pgd"),
-        adaptive=("fgsm", "pgd"), transfer=("pgd",), sanity_subset=16, plot_n=32,
+        adaptive=("fgsm", "pgd"), transfer=("pgd",), sanity_subset=16, plot_n=16, paper_figures=False,
     ),
 }  # fmt: skip
 DEMO_ATTACK_MIX = (
@@ -207,12 +215,13 @@ def make_plots(out: Path, prof: dict, rows, gclns: dict, C, Xe, Ye) -> None:
         cleaned = G(xa)
     title = f"clean / white-box PGD eps 12/255 on C / cleaned by the paper GCLN (q={Q:g})"
     plots.image_grid(Xe[:8], xa, cleaned, pdir / "cleaning_grid.png", labels=Ye[:8], classifier=C, title=title)
+    if not prof["paper_figures"]:  # Fig. 3 (vs q, vs BPDA iterations): not in the smoke profile
+        return
     if not (pdir / "accuracy_vs_q.json").is_file():
         plots.accuracy_vs_q(C, Xe[:n], Ye[:n], qs=(2, 5, 10, 15, 20), generators={Q: G}, out_dir=pdir)
     if not (pdir / "accuracy_vs_bpda_iterations.json").is_file():
         named = {"No defence": None, f"QNT alone (q={Q:g})": QuantizedDCT(Q), "GCLN paper": G}
         plots.accuracy_vs_iterations(named, C, Xe[:n], Ye[:n], out_dir=pdir)
-    print("plots:", ", ".join(sorted(p.name for p in pdir.glob("*.png"))))
 
 
 def one_table(table: dict, costs: dict) -> str:
@@ -289,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
         table = evaluate_table(out, prof, rows, S, Xe, Ye, seed=args.seed, progress=progress, meta=meta)
     with timer.phase("plots"):
         make_plots(out, prof, rows, gclns, C, Xe, Ye)
+        print("plots:", ", ".join(sorted(p.name for p in (out / "plots").glob("*.png"))))
     timer.total()
     from ..gcln.presets import LABELS
 
