@@ -27,7 +27,7 @@ from gcln_fast.attacks import (
 
 EPS = 8 / 255
 FAST = AttackSettings(
-    eps=EPS, step=2 / 255, steps=6, apgd_steps=6, cw_steps=15, cw_lr=0.03, n_target_classes=2, square_queries=100
+    eps=EPS, step=2 / 255, steps=6, apgd_steps=6, cw_steps=15, cw_lr=0.03, n_target_classes=2, square_queries=300
 )
 
 
@@ -78,7 +78,7 @@ def test_targeted_reaches_target_more_than_chance(toy, attack):
     with torch.no_grad():
         hit = (model(adv).argmax(1) == target).float().mean().item()
     chance = 1 / T.NUM_CLASSES
-    floor = 0.15 if attack in ("fgsm", "square") else 0.5
+    floor = 0.15 if attack == "fgsm" else 0.5
     assert hit > max(chance, floor), f"{attack}: target hit rate {hit:.2f}"
 
 
@@ -327,6 +327,7 @@ def test_cross_check_apgd_with_torchattacks(capsys):
         assert abs(ours - theirs) <= 0.05
 
 
+@pytest.mark.slow
 def test_cross_check_apgd_t_and_square_with_torchattacks(capsys):
     """APGD-T and Square against torchattacks' ``APGDT`` and ``Square`` (ports of AutoAttack) on the same
     model, 128 images, budget and seed: within 3 points (both follow the reference's random draws, so

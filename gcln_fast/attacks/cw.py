@@ -95,10 +95,8 @@ def _linf_box(model, x, y, *, eps, kappa, steps, lr, targeted):
     lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
     width = (hi - lo).clamp_min(1e-12)
     w0 = torch.atanh((2 * (x - lo) / width - 1).clamp(-_BOX_W_LIMIT, _BOX_W_LIMIT))
-    best, _, _ = _adam_round(
-        model, x, y, lambda w: lo + width * (torch.tanh(w) + 1) / 2, w0, c=1.0, kappa=kappa, steps=steps, lr=lr,
-        targeted=targeted, l2=False,
-    )  # fmt: skip
+    kw = dict(c=1.0, kappa=kappa, steps=steps, lr=lr, targeted=targeted, l2=False)
+    best, _, _ = _adam_round(model, x, y, lambda w: lo + width * (torch.tanh(w) + 1) / 2, w0, **kw)
     return torch.min(torch.max(best, lo), hi)
 
 

@@ -20,6 +20,7 @@ class AttackSettings:
     Attributes:
         eps: L-inf radius. step: step size of BIM/PGD. steps: iterations of BIM/PGD.
         random_start / restarts: PGD start and restarts. eot: gradient samples per step (EOT).
+        best_iterate: BIM/PGD return the first iterate that fools the model (False: the last iterate).
         apgd_steps / apgd_restarts / apgd_rho / n_target_classes: APGD and APGD-T budget (defaults:
             AutoAttack "standard", 100 steps, 1 restart, 9 target classes).
         square_queries / square_p_init / square_restarts: Square attack (AutoAttack: 5000 queries, p 0.8).
@@ -39,6 +40,7 @@ class AttackSettings:
     random_start: bool = True
     restarts: int = 1
     eot: int = 1
+    best_iterate: bool = True
     apgd_steps: int = 100
     apgd_restarts: int = 1
     apgd_rho: float = 0.75

@@ -106,7 +106,7 @@ def run_attack(
     if name == "fgsm":
         return fgsm(model, x, y, eps=s.eps, **common)
     if name == "bim":
-        return bim(model, x, y, eps=s.eps, step=s.step, steps=s.steps, **common)
+        return bim(model, x, y, eps=s.eps, step=s.step, steps=s.steps, best_iterate=s.best_iterate, **common)
     if name == "pgd":
         return pgd(
             model,
@@ -117,6 +117,7 @@ def run_attack(
             steps=s.steps,
             random_start=s.random_start,
             restarts=s.restarts,
+            best_iterate=s.best_iterate,
             **common,
         )
     if name == "cw":

@@ -172,30 +172,37 @@ def evaluate(
     if device is None:
         p = next(rows[0].classifier.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
+    batch_size, sanity_subset = _positive_int("batch_size", batch_size), _positive_int("sanity_subset", sanity_subset)
     ctx = Context(
-        X.detach().float().cpu(), Y.detach().long().cpu(), plan.settings,
-        _positive_int("batch_size", batch_size), torch.device(device), seed, progress,
-    )  # fmt: skip
-    _positive_int("sanity_subset", sanity_subset)
+        X.detach().float().cpu(),
+        Y.detach().long().cpu(),
+        plan.settings,
+        batch_size,
+        torch.device(device),
+        seed,
+        progress,
+    )
     tol = Tolerances(tolerance, zero_threshold, square_gap, clean_drop, chance_margin)
     for m in [*(r.defence for r in rows), *(r.classifier for r in rows), substitute]:
         if m is not None:
             m.eval()
     started = time.perf_counter()
     shared = craft_shared(ctx, rows, substitute, plan)
+    out = _all_rows(ctx, rows, shared, plan, sanity=sanity, sanity_subset=sanity_subset, curve=curve, tol=tol)
+    info = dict(sanity=sanity, sanity_subset=sanity_subset, tol=tol, shared_seconds=shared.seconds)
+    return _assemble(ctx, plan, out, info | {"total": time.perf_counter() - started}, meta)
+
+
+def _all_rows(ctx, rows, shared, plan, **kw) -> dict:
     out = {"rows": {}, "sanity": {}, "sweeps": {}, "eps_curve": {}}
     for row in rows:
-        r, checks, sweep, c = _row(
-            ctx, row, shared, plan, sanity=sanity, sanity_subset=sanity_subset, curve=curve, tol=tol
-        )
+        r, checks, sweep, c = _row(ctx, row, shared, plan, **kw)
         out["rows"][row.name], out["sanity"][row.name] = r, checks
         if sweep is not None:
             out["sweeps"][row.name] = sweep
         if c is not None:
             out["eps_curve"][row.name] = c
-    total = time.perf_counter() - started
-    info = dict(sanity=sanity, sanity_subset=sanity_subset, tol=tol, shared_seconds=shared.seconds, total=total)
-    return _assemble(ctx, plan, out, info, meta)
+    return out
 
 
 def _curve_spec(eps_list, attack, subset):
@@ -211,7 +218,9 @@ def _curve_spec(eps_list, attack, subset):
 
 def _assemble(ctx: Context, plan: Plan, out: dict, info: dict, meta: dict | None) -> dict:
     total, n = info["total"], ctx.n
-    used = dict.fromkeys(plan.oblivious + plan.adaptive + plan.transfer)
+    used = dict.fromkeys(
+        plan.oblivious + plan.adaptive + plan.transfer + [c["attack"] for c in out["eps_curve"].values()]
+    )
     return {
         "kind": KIND,
         "meta": {

@@ -58,11 +58,9 @@ class Context:
     def craft(self, attack, model, key, desc, *, surrogate=None, settings=None, m=None):
         """Adversarial examples of ``attack`` on ``model`` for the first ``m`` images (all: None)."""
         X, Y = (self.X, self.Y) if m is None else (self.X[:m], self.Y[:m])
-        adv = craft_all(
-            attack, model, X, Y, settings=settings or self.settings, batch_size=self.batch_size,
-            device=self.device, seed=derive_seed(self.seed, *key), progress=self.progress, desc=desc,
-            surrogate=surrogate,
-        )  # fmt: skip
+        kw = dict(batch_size=self.batch_size, device=self.device, progress=self.progress, desc=desc)
+        seed = derive_seed(self.seed, *key)
+        adv = craft_all(attack, model, X, Y, settings=settings or self.settings, seed=seed, surrogate=surrogate, **kw)
         self.crafted += len(X)
         return adv
 

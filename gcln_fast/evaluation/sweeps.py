@@ -88,18 +88,26 @@ def _attack_accuracy(attack, model, X, Y, *, settings, batch_size, device, seed,
 def eps_sweep(model, X, Y, *, settings, eps_list, batch_size, device, seed, surrogate=None) -> list[float]:
     """PGD accuracy at each eps (``settings.steps`` iterations, step ``max(step, 2.5 eps / steps)``)."""
     kw = dict(batch_size=batch_size, device=device, seed=seed, sweep="eps", surrogate=surrogate)
+    steps = settings.steps
     return [
         _attack_accuracy(
-            "pgd", model, X, Y, settings=settings.replace(eps=e, step=max(settings.step, 2.5 * e / settings.steps)),
-            value=e, **kw,
+            "pgd",
+            model,
+            X,
+            Y,
+            settings=settings.replace(eps=e, step=max(settings.step, 2.5 * e / steps)),
+            value=e,
+            **kw,
         )
         for e in eps_list
-    ]  # fmt: skip
+    ]
 
 
 def iteration_sweep(model, X, Y, *, settings, iterations, batch_size, device, seed, surrogate=None) -> list[float]:
-    """PGD accuracy (eps and step of ``settings``) after each number of iterations."""
+    """Accuracy on PGD's last iterate (eps and step of ``settings``) after each number of iterations: a
+    diagnostic of the gradients (the best iterate could never do worse with more iterations)."""
     kw = dict(batch_size=batch_size, device=device, seed=seed, sweep="iters", surrogate=surrogate)
     return [
-        _attack_accuracy("pgd", model, X, Y, settings=settings.replace(steps=it), value=it, **kw) for it in iterations
+        _attack_accuracy("pgd", model, X, Y, settings=settings.replace(steps=it, best_iterate=False), value=it, **kw)
+        for it in iterations
     ]
