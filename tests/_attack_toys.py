@@ -78,3 +78,96 @@ def trained(seed=0, n_train=600, epochs=3, n_test=128):
 def accuracy(model, x, y):
     with torch.no_grad():
         return (model(x).argmax(1) == y).float().mean().item()
+
+
+# --------------------------------------------------------------------------- crafted defences
+
+
+class _ZeroGradFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.zeros_like(g)
+
+
+class ZeroGrad(nn.Module):
+    """Forward is the identity, backward returns zeros: the textbook masked gradient."""
+
+    def forward(self, x):
+        return _ZeroGradFn.apply(x)
+
+
+class Collapsed(nn.Module):
+    """A collapsed cleaning network: every image becomes the same grey image (the model ignores its input)."""
+
+    def forward(self, x):
+        return torch.full_like(x, 0.5)
+
+
+class _SurrogateFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, layer):
+        ctx.layer = layer
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        ctx.layer.seen.append(ctx.layer.surrogate)
+        # "identity" (BPDA) sees no signal here, "cubic" the true gradient, "sine" a reversed one
+        return {"identity": torch.zeros_like(g), "cubic": g, "sine": -g}[ctx.layer.surrogate], None
+
+
+class FakeSurrogateLayer(nn.Module):
+    """Stands in for a QNT layer with a settable backward ``surrogate``: the forward is the identity and
+    the backward depends on the surrogate (``seen`` records the surrogate of every backward pass)."""
+
+    def __init__(self, surrogate="sine"):
+        super().__init__()
+        self.surrogate = surrogate
+        self.seen = []
+
+    def forward(self, x):
+        return _SurrogateFn.apply(x, self)
+
+
+class FakeClamp(nn.Module):
+    """Stands in for the generator's output clamp: ``straight_through_clamp`` as on ``gcln.Generator``."""
+
+    def __init__(self):
+        super().__init__()
+        self.straight_through_clamp = False
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(self.straight_through_clamp)
+        return x
+
+
+class LateReversal(nn.Module):
+    """Honest gradients for the first ``k`` backward passes of an attack, reversed afterwards (the
+    count restarts at every no-grad forward, i.e. every evaluation): long attacks undo themselves."""
+
+    def __init__(self, k=10):
+        super().__init__()
+        self.k, self.calls = k, 0
+        module = self
+
+        class Fn(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x.clone()
+
+            @staticmethod
+            def backward(ctx, g):
+                module.calls += 1
+                return g if module.calls <= module.k else -g
+
+        self.fn = Fn
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            self.calls = 0
+        return self.fn.apply(x)

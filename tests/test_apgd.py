@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from gcln_fast import QuantizedDCT
-from gcln_fast.attacks import AttackSettings, apgd, apgd_t, checkpoints, craft, dlr_loss
+from gcln_fast.attacks import AttackSettings, apgd, apgd_t, checkpoints, craft, dlr_loss, dlr_targeted_loss
+from gcln_fast.attacks._common import linf_start
 
 EPS = 8 / 255
 
@@ -19,12 +20,20 @@ def toy():
     return model, x[:64], y[:64]
 
 
-def test_checkpoints_follow_the_paper():
-    # p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)
+def test_checkpoints_follow_the_reference():
+    # first interval int(0.22 n), each next shorter by int(0.03 n), at least int(0.06 n) (all >= 1)
     assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
-    for n in (1, 5, 10, 37):
-        c = checkpoints(n)
-        assert c == sorted(set(c)) and all(1 <= w <= n for w in c)
+    assert checkpoints(37) == [8, 15, 21, 26, 30, 33, 35, 37]
+    assert checkpoints(10) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert checkpoints(1) == [1]
+
+
+def test_random_start_is_on_the_surface_of_the_ball():
+    x = torch.full((64, 3, 8, 8), 0.5)
+    start = linf_start(x, 0.1, torch.Generator().manual_seed(0))
+    d = (start - x).flatten(1).abs()
+    torch.testing.assert_close(d.amax(1), torch.full((64,), 0.1))
+    assert float(d.mean()) < 0.06, "the other pixels spread inside the ball"
 
 
 def test_dlr_loss_values():
@@ -38,6 +47,10 @@ def test_dlr_loss_values():
     assert dlr_loss(z, t, True)[0].item() == pytest.approx(-(3 - 1) / (3 - (0 - 1) / 2))
     with pytest.raises(ValueError, match="at least"):
         dlr_loss(z[:, :2], torch.tensor([0, 0]), False)
+    # AutoAttack's APGD-T loss uses the true label y and the target t: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)
+    t = torch.tensor([2, 2])
+    assert dlr_targeted_loss(z, y, t)[0].item() == pytest.approx(-(3 - 0) / (3 - (0 - 1) / 2))
+    assert dlr_targeted_loss(z, y, t)[1].item() == pytest.approx(-(0 - 1) / (2 - (0 - 1) / 2))
 
 
 @pytest.mark.parametrize("loss", ["ce", "dlr"])

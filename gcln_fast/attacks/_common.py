@@ -88,6 +88,19 @@ def uniform_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Te
     return u.mul_(2).sub_(1)
 
 
+def linf_start(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+    """AutoAttack's random start: ``x + eps * t / ||t||_inf`` with ``t ~ U[-1, 1)`` per image, so every
+    start touches the surface of the eps-ball; clipped to [0, 1]."""
+    t = uniform_like(x, generator)
+    t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12)[:, None, None, None]
+    return project(x + eps * t, x, eps)
+
+
+def bcast(mask: torch.Tensor) -> torch.Tensor:
+    """A per-image (N,) mask shaped to broadcast over (N, C, H, W)."""
+    return mask[:, None, None, None]
+
+
 # --------------------------------------------------------------------------- losses (per sample, to be MAXIMISED)
 
 
@@ -114,8 +127,9 @@ def dlr_loss(logits, y, targeted: bool):
     """Difference of Logits Ratio (Croce & Hein 2020), to be maximised.
 
     Untargeted: ``-(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3)``.
-    Targeted (``y`` = target class t): ``-(max_{j!=t} z_j - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, the
-    DLR-targeted loss with the strongest non-target logit standing in for the true class.
+    Targeted, when only the target class t is given (``y`` = t, a user's targeted attack):
+    ``-(max_{j!=t} z_j - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, the strongest non-target logit standing
+    in for the unknown true class. APGD-T knows the true label and uses :func:`dlr_targeted_loss`.
     """
     logits = logits.float()
     k = logits.shape[1]
@@ -129,6 +143,18 @@ def dlr_loss(logits, y, targeted: bool):
     if targeted:
         return -(other - z_y) / (zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, 3]) + 1e-12)
     return -(z_y - other) / (zs[:, 0] - zs[:, 2] + 1e-12)
+
+
+def dlr_targeted_loss(logits, y, target):
+    """AutoAttack's targeted DLR loss, to be maximised: ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``
+    with the true label ``y`` and the target ``t`` (APGD-T)."""
+    logits = logits.float()
+    if logits.shape[1] < 4:
+        raise ValueError(f"the DLR-targeted loss needs at least 4 classes, got {logits.shape[1]}")
+    zs = logits.sort(1, descending=True).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_t = logits.gather(1, target[:, None]).squeeze(1)
+    return -(z_y - z_t) / (zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, 3]) + 1e-12)
 
 
 LOSSES = {"ce": ce_loss, "dlr": dlr_loss, "margin": margin_loss}
@@ -148,8 +174,18 @@ def success(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tens
 # --------------------------------------------------------------------------- gradients
 
 
-def input_gradient(model, x_adv, y, loss_fn, targeted: bool, eot: int = 1):
-    """Gradient of the summed per-sample loss w.r.t. the input, averaged over ``eot`` forward passes.
+def grad_or_zeros(total: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
+    """``d total / d inp``, or zeros where ``total`` does not depend on ``inp`` (a model that ignores
+    its input, e.g. a collapsed defence): the attack then stalls instead of raising."""
+    if not total.requires_grad:
+        return torch.zeros_like(inp)
+    (g,) = torch.autograd.grad(total, inp, allow_unused=True)
+    return torch.zeros_like(inp) if g is None else g
+
+
+def input_gradient(model, x_adv, objective, eot: int = 1):
+    """Gradient of ``objective(logits).sum()`` (a per-sample loss) w.r.t. the input, averaged over
+    ``eot`` forward passes (Expectation over Transformation, for randomised defences).
 
     Returns ``(grad, loss, logits)``: loss is the per-sample loss averaged over the EOT samples,
     logits those of the last sample. Nothing is left in any ``.grad``.
@@ -161,8 +197,8 @@ def input_gradient(model, x_adv, y, loss_fn, targeted: bool, eot: int = 1):
         xr = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(xr)
-            loss = loss_fn(logits, y, targeted)
-            (g,) = torch.autograd.grad(loss.sum(), xr)
+            loss = objective(logits)
+            g = grad_or_zeros(loss.sum(), xr)
         grad += g.detach()
         loss_avg = loss.detach() if loss_avg is None else loss_avg + loss.detach()
     if eot > 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ._common import (
+    bcast,
     check_inputs,
     check_int,
     check_number,
@@ -31,22 +32,55 @@ def fgsm(model, x, y, *, eps=8 / 255, targeted=False, eot=1, loss="ce", generato
     if eps == 0:
         return x.clone()
     with frozen(model):
-        grad, _, _ = input_gradient(model, x, y, loss_fn, targeted, eot)
+        grad, _, _ = input_gradient(model, x, lambda z: loss_fn(z, y, targeted), eot)
     return project(x + eps * grad.sign(), x, eps)
 
 
-def _iterate(model, x, y, x_adv, *, eps, step, steps, targeted, eot, loss_fn):
+def _iterate(model, x, y, x_adv, *, eps, step, steps, targeted, eot, loss_fn, best_iterate):
+    """``steps`` projected sign steps from ``x_adv``. Returns (result, success mask): with
+    ``best_iterate``, per image the first iterate that succeeded (the start included), else the last."""
+    found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    x_found = x_adv
     for _ in range(steps):
-        grad, _, _ = input_gradient(model, x_adv, y, loss_fn, targeted, eot)
+        grad, _, logits = input_gradient(model, x_adv, lambda z: loss_fn(z, y, targeted), eot)
+        if best_iterate:  # the logits are those of x_adv, before the step
+            new = success(logits, y, targeted) & ~found
+            x_found = torch.where(bcast(new), x_adv, x_found)
+            found |= new
         x_adv = project(x_adv + step * grad.sign(), x, eps)
-    return x_adv
+    return torch.where(bcast(found), x_found, x_adv), found
 
 
-def bim(model, x, y, *, eps=8 / 255, step=1 / 255, steps=10, targeted=False, eot=1, loss="ce", generator=None):
+def bim(
+    model,
+    x,
+    y,
+    *,
+    eps=8 / 255,
+    step=1 / 255,
+    steps=10,
+    targeted=False,
+    eot=1,
+    loss="ce",
+    best_iterate=True,
+    generator=None,
+):
     """Basic Iterative Method (Kurakin et al. 2016): ``steps`` FGSM steps of size ``step`` from ``x``,
-    each projected into the eps-ball and [0, 1]. Returns the last iterate (``generator``: unused).
-    It is :func:`pgd` without the random start."""
-    return pgd(model, x, y, eps=eps, step=step, steps=steps, targeted=targeted, random_start=False, eot=eot, loss=loss)
+    each projected into the eps-ball and [0, 1] (``generator``: unused). It is :func:`pgd` without the
+    random start; ``best_iterate`` as there."""
+    return pgd(
+        model,
+        x,
+        y,
+        eps=eps,
+        step=step,
+        steps=steps,
+        targeted=targeted,
+        random_start=False,
+        eot=eot,
+        loss=loss,
+        best_iterate=best_iterate,
+    )
 
 
 def pgd(
@@ -62,11 +96,14 @@ def pgd(
     restarts=1,
     eot=1,
     loss="ce",
+    best_iterate=True,
     generator: torch.Generator | None = None,
 ):
     """Projected Gradient Descent (Madry et al. 2018): uniform random start in the eps-ball, then
-    ``steps`` sign-gradient steps of size ``step`` with projection. Returns the last iterate; with
-    ``restarts > 1`` an image keeps the first restart whose last iterate fools the model.
+    ``steps`` sign-gradient steps of size ``step`` with projection. With ``best_iterate`` (the default)
+    any iterate that fools the model counts: an image gets the first such iterate, else the last one
+    (``best_iterate=False``: always the last iterate, Madry et al.'s PGD). With ``restarts > 1`` an
+    image keeps the first restart that fools the model.
 
     ``eot`` averages each gradient over that many forward/backward passes (Expectation over
     Transformation, for randomised defences). ``generator`` drives the random start (global RNG if None).
@@ -81,23 +118,20 @@ def pgd(
     x = x.detach()
     if eps == 0:
         return x.clone()
+    kw = dict(eps=eps, step=step, steps=steps, targeted=targeted, eot=eot, loss_fn=loss_fn, best_iterate=best_iterate)
     with frozen(model):
-        out = None
-        done = None
+        out = done = None
         for _ in range(restarts):
             start = project(x + eps * uniform_like(x, generator), x, eps) if random_start else x.clone()
-            x_adv = _iterate(
-                model, x, y, start, eps=eps, step=step, steps=steps, targeted=targeted, eot=eot, loss_fn=loss_fn
-            )
+            x_adv, ok = _iterate(model, x, y, start, **kw)
             if restarts == 1:
                 return x_adv
             with torch.no_grad():
-                ok = success(model(x_adv), y, targeted)
+                ok |= success(model(x_adv), y, targeted)
             if out is None:
                 out, done = x_adv, ok
             else:
-                take = ok & ~done
-                out = torch.where(take[:, None, None, None], x_adv, out)
+                out = torch.where(bcast(ok & ~done), x_adv, out)
                 done = done | ok
             if bool(done.all()):
                 break

@@ -1,9 +1,14 @@
-"""``gcln eval``: robustness table of No defence / QNT alone / GCLN rows under oblivious, adaptive
-(BPDA) and transfer attacks, with the per-image worst case and the gradient-masking sanity checks."""
+"""``gcln eval``: robustness table of No defence / QNT alone / GCLN rows (and rows with their own
+classifier) under oblivious, adaptive and transfer attacks: the per-image worst case beside chance,
+accuracy vs eps, and the gradient-masking and broken-defence sanity checks.
+
+Suites: ``standard`` (default; adaptive APGD-CE, APGD-T, Square, PGD-100 through the defence),
+``paper`` (the paper's attacks and budgets), ``quick`` (a smoke test)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -12,15 +17,14 @@ from ._args import checkpoint_arg, nonnegative_float, positive_float, positive_i
 
 CLASSIFIER = checkpoint_arg("classifier", "classifier_train_state")
 
-DATASET_PRESET = {"cifar10": "cifar10", "svhn": "svhn", "embedded": "embedded", "folder": "cifar10"}
-
 
 def add_parser(subparsers, name: str = "eval"):
-    from ..attacks import ATTACKS, PRESETS
+    from ..attacks import ATTACKS, PRESETS, SURROGATES
+    from ..evaluation import BUDGETS, SUITES
 
     p = subparsers.add_parser(
         name,
-        help="evaluate defences under oblivious, adaptive (BPDA) and transfer attacks",
+        help="evaluate defences under oblivious, adaptive and transfer attacks",
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -48,32 +52,50 @@ def add_parser(subparsers, name: str = "eval"):
         default=[5.0, 10.0],
         help="rows of QuantizedDCT alone (no generator)",
     )
-    p.add_argument("--out", required=True, help="output directory for results.json and results.md")
+    p.add_argument(
+        "--row",
+        action="append",
+        default=[],
+        metavar="NAME=DEFENCE[@CLASSIFIER]",
+        help="an extra row: DEFENCE is 'none', 'qnt:Q' or a GCLN checkpoint; @CLASSIFIER a classifier checkpoint "
+        "of its own (e.g. 'PGD-AT=none@runs/at.pt', 'GCLN + fine-tuned C=runs/g/gcln.pt@runs/c_ft.pt')",
+    )
+    p.add_argument("--out", required=True, help="output directory for results.json, results.md, eps_curve.png")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="attack budgets (default: by dataset)")
+    p.add_argument(
+        "--suite", choices=SUITES, default=None, help="attacks and budgets (default: standard; paper with --preset)"
+    )
+    p.add_argument("--budget", choices=BUDGETS, default=None, help="standard suite's budget (default: by --device)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="attack budgets of a named preset")
     p.add_argument("--eps", type=nonnegative_float, default=None, help="override eps, in 1/255 units")
+    p.add_argument("--step", type=positive_float, default=None, help="override the BIM/PGD step, in 1/255 units")
     p.add_argument("--steps", type=positive_int, default=None, help="override BIM/PGD iterations")
-    p.add_argument("--apgd-steps", type=positive_int, default=None, help="override APGD iterations")
+    p.add_argument("--apgd-steps", type=positive_int, default=None, help="override APGD / APGD-T iterations")
+    p.add_argument("--n-target-classes", type=positive_int, default=None, help="override APGD-T's target classes")
+    p.add_argument(
+        "--square-queries", type=positive_int, default=None, help="override the Square attack's query budget"
+    )
     p.add_argument("--cw-steps", type=positive_int, default=None, help="override C&W Adam steps")
     p.add_argument("--eot", type=positive_int, default=None, help="gradient samples per step (for randomised defences)")
     p.add_argument("--restarts", type=positive_int, default=None, help="PGD and APGD restarts")
-    p.add_argument("--sanity-subset", type=positive_int, default=64, help="images used by the eps/iteration sweeps")
+    p.add_argument("--surrogates", nargs="+", choices=SURROGATES, default=None, help="backward surrogates of QNT")
     p.add_argument(
-        "--iter-sweep",
-        type=positive_int,
-        nargs="*",
-        default=None,
-        help="iteration counts of the sanity sweep (default 10 20 50 100)",
-    )
-    p.add_argument(
-        "--eps-sweep",
+        "--eps-curve",
         type=nonnegative_float,
         nargs="*",
         default=None,
-        help="radii of the sanity eps sweep, in 1/255 units (default 8 16 32 64)",
+        help="accuracy vs eps (1/255 units; no values: 1 2 4 8 12 16) under adaptive APGD-CE, plotted",
     )
-    p.add_argument("--no-sanity", action="store_true", help="skip the sanity sweeps and checks")
+    p.add_argument("--eps-curve-subset", type=positive_int, default=None, help="images of the eps curve (default: all)")
+    p.add_argument("--sanity-subset", type=positive_int, default=64, help="images used by the eps/iteration sweeps")
+    p.add_argument(
+        "--iter-sweep", type=positive_int, nargs="*", default=None, help="iteration counts of the sanity sweep"
+    )
+    p.add_argument(
+        "--eps-sweep", type=nonnegative_float, nargs="*", default=None, help="radii of the sanity eps sweep (1/255)"
+    )
+    p.add_argument("--no-sanity", action="store_true", help="skip the sanity sweeps (the other checks still run)")
     p.add_argument("--adaptive", nargs="*", default=None, choices=list(ATTACKS), help="adaptive attacks to run")
     p.add_argument("--oblivious", nargs="*", default=None, choices=list(ATTACKS), help="oblivious attacks to run")
     p.add_argument("--transfer", nargs="*", default=None, choices=list(ATTACKS), help="transfer attacks to run")
@@ -83,47 +105,76 @@ def add_parser(subparsers, name: str = "eval"):
     return p
 
 
-def build_defences(args) -> dict:
+def _defence(spec: str, device):
     from torch import nn
 
     from .. import QuantizedDCT
 
-    defences = {"No defence": nn.Identity()}
-    for q in args.qnt_steps:
-        defences[f"QNT q={q:g}"] = QuantizedDCT(q).to(args.device)
-    if args.gcln:
-        from ..gcln import load_generator
+    if spec.lower() == "none":
+        return nn.Identity()
+    if spec.lower().startswith("qnt:"):
+        return QuantizedDCT(float(spec[4:])).to(device)
+    from ..gcln import load_generator
 
-        for path in args.gcln:
-            name = f"GCLN {Path(path).stem}"
-            if name in defences:
-                name = f"GCLN {path}"
-            defences[name] = load_generator(path, map_location=args.device).to(args.device)
+    return load_generator(spec, map_location=device).to(device)
+
+
+def build_defences(args) -> dict:
+    """The rows: No defence, QNT alone per ``--qnt-steps``, one per ``--gcln``, then every ``--row``."""
+    from ..evaluation import Row
+    from ..models import load_classifier
+
+    defences = {"No defence": _defence("none", args.device)}
+    for q in args.qnt_steps:
+        defences[f"QNT q={q:g}"] = _defence(f"qnt:{q}", args.device)
+    for path in args.gcln:
+        name = f"GCLN {Path(path).stem}"
+        defences[f"GCLN {path}" if name in defences else name] = _defence(path, args.device)
+    for spec in args.row:
+        name, sep, rest = spec.partition("=")
+        if not sep or not name or not rest:
+            raise SystemExit(f"--row {spec!r}: expected NAME=DEFENCE[@CLASSIFIER]")
+        defence, _, clf = rest.partition("@")
+        own = load_classifier(clf, map_location=args.device) if clf else None
+        defences[name] = Row(_defence(defence, args.device), own)
     return defences
 
 
-def settings_from_args(args):
-    from ..attacks import get_settings
+def default_budget(device: str) -> str:
+    return "gpu" if device == "cuda" else "cpu"
 
-    s = get_settings(args.preset or DATASET_PRESET[args.dataset])
-    changes = {}
-    if args.eps is not None:
-        changes["eps"] = args.eps / 255
-    for field, value in (
-        ("steps", args.steps),
-        ("apgd_steps", args.apgd_steps),
-        ("cw_steps", args.cw_steps),
-        ("eot", args.eot),
-    ):
-        if value is not None:
-            changes[field] = value
+
+def suite_from_args(args):
+    """The suite of ``--suite``/``--preset`` with every budget override applied."""
+    from ..attacks import get_settings
+    from ..evaluation import get_suite
+
+    name = args.suite or ("paper" if args.preset else "standard")
+    eps = args.eps / 255 if args.eps is not None else None
+    suite = get_suite(name, dataset=args.dataset, budget=args.budget or default_budget(args.device), eps=eps)
+    s = suite.settings
+    if args.preset:
+        s = get_settings(args.preset)
+        s = s.replace(eps=eps) if eps is not None else s
+    changes = {
+        field: value
+        for field, value in (
+            ("step", args.step / 255 if args.step is not None else None),
+            ("steps", args.steps),
+            ("apgd_steps", args.apgd_steps),
+            ("n_target_classes", args.n_target_classes),
+            ("square_queries", args.square_queries),
+            ("cw_steps", args.cw_steps),
+            ("eot", args.eot),
+            ("surrogates", tuple(args.surrogates) if args.surrogates else None),
+            ("eps_sweep", tuple(e / 255 for e in args.eps_sweep) if args.eps_sweep is not None else None),
+            ("iter_sweep", tuple(args.iter_sweep) if args.iter_sweep is not None else None),
+        )
+        if value is not None
+    }
     if args.restarts is not None:
         changes["restarts"] = changes["apgd_restarts"] = args.restarts
-    if args.eps_sweep is not None:
-        changes["eps_sweep"] = tuple(e / 255 for e in args.eps_sweep)
-    if args.iter_sweep is not None:
-        changes["iter_sweep"] = tuple(args.iter_sweep)
-    return s.replace(**changes) if changes else s
+    return dataclasses.replace(suite, settings=s.replace(**changes))
 
 
 def run(args) -> int:
@@ -131,14 +182,7 @@ def run(args) -> int:
     import torch
 
     from ..data import as_tensors, get_dataset
-    from ..evaluation import (
-        DEFAULT_ADAPTIVE,
-        DEFAULT_OBLIVIOUS,
-        DEFAULT_TRANSFER,
-        evaluate,
-        format_markdown,
-        write_report,
-    )
+    from ..evaluation import evaluate, format_markdown, write_report
     from ..models import load_classifier
 
     if args.n < 1:
@@ -147,15 +191,15 @@ def run(args) -> int:
         raise SystemExit("--device cuda requested but CUDA is not available")
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = settings_from_args(args)
+    suite = suite_from_args(args)
     t0 = time.perf_counter()
-    ds = get_dataset(args.dataset, args.split, root=args.data_root, seed=args.seed)
-    X, Y = as_tensors(ds, limit=args.n)
+    X, Y = as_tensors(get_dataset(args.dataset, args.split, root=args.data_root, seed=args.seed), limit=args.n)
     classifier = load_classifier(args.classifier, map_location=args.device)
     substitute = load_classifier(args.substitute, map_location=args.device) if args.substitute else None
     defences = build_defences(args)
     print(
-        f"loaded {len(X)} {args.dataset}/{args.split} images and {len(defences)} defence rows in {time.perf_counter() - t0:.1f}s",
+        f"loaded {len(X)} {args.dataset}/{args.split} images and {len(defences)} defence rows in "
+        f"{time.perf_counter() - t0:.1f}s; suite {suite.describe()}",
         file=sys.stderr,
     )
     table = evaluate(
@@ -164,15 +208,17 @@ def run(args) -> int:
         substitute,
         X,
         Y,
-        settings=settings,
+        suite=suite,
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
-        oblivious=args.oblivious if args.oblivious is not None else DEFAULT_OBLIVIOUS,
-        adaptive=args.adaptive if args.adaptive is not None else DEFAULT_ADAPTIVE,
-        transfer=args.transfer if args.transfer is not None else DEFAULT_TRANSFER,
+        oblivious=args.oblivious,
+        adaptive=args.adaptive,
+        transfer=args.transfer,
         sanity=not args.no_sanity,
         sanity_subset=args.sanity_subset,
+        eps_curve=[e / 255 for e in args.eps_curve] if args.eps_curve is not None else None,
+        eps_curve_subset=args.eps_curve_subset,
         progress=not args.no_progress,
         meta={
             "dataset": args.dataset,
@@ -180,10 +226,18 @@ def run(args) -> int:
             "classifier": str(args.classifier),
             "substitute": str(args.substitute) if args.substitute else None,
             "gcln": [str(p) for p in args.gcln],
-            "preset": args.preset or DATASET_PRESET[args.dataset],
+            "rows": list(args.row),
+            "preset": args.preset,
         },
     )
     paths = write_report(table, args.out)
     print(format_markdown(table))
-    print(f"wrote {paths['json']} and {paths['markdown']}", file=sys.stderr)
+    meta = table["meta"]
+    print(
+        f"suite {meta['suite']}: {meta['seconds_per_100_images']:.1f} s per 100 images per run "
+        f"({len(defences)} rows, {meta['threads']} threads, {args.device}; this run {meta['seconds']:.1f} s for "
+        f"{meta['n']} images)",
+        file=sys.stderr,
+    )
+    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return 0

@@ -94,9 +94,11 @@ def check_iteration_sweep(iterations, accuracy, *, tol=0.01):
     )
 
 
-def check_gradients(finite: bool, zero_fraction: float, mean_abs: float, *, max_zero_fraction=0.0):
+def check_gradients(finite, zero_fraction, mean_abs, *, max_zero_fraction=0.0):
     """Input gradients through the defended model must be finite and non-zero (per image)."""
     check = "gradients through the defended model are non-zero and finite"
+    if finite is None:
+        return _skip(check, "the sanity sweeps were not run")
     ok = bool(finite) and zero_fraction <= max_zero_fraction and math.isfinite(mean_abs) and mean_abs > 0
     detail = (
         f"finite={bool(finite)}, images with an all-zero gradient: {_pct(zero_fraction)}, mean |grad| {mean_abs:.3g}"
@@ -124,3 +126,77 @@ def check_adaptive_vs_oblivious(
     return _result(
         check, ok, detail, adaptive={k: adaptive[k] for k in common}, oblivious={k: oblivious[k] for k in common}
     )
+
+
+def check_square_vs_gradient(gradient_worst, with_square_worst, *, gap=0.03):
+    """Square (gradient-free) must not break many images that every gradient attack left standing:
+    worst case over the gradient attacks minus the worst case with Square added <= gap."""
+    check = "Square (gradient-free) no better than the gradient attacks"
+    if gradient_worst is None or with_square_worst is None:
+        return _skip(check, "Square or no adaptive gradient attack was run")
+    extra = gradient_worst - with_square_worst
+    ok = extra <= gap
+    detail = (
+        f"gradient attacks' worst case {_pct(gradient_worst)}, with Square {_pct(with_square_worst)} "
+        f"(Square alone breaks {_pct(extra)} more)"
+    )
+    if not ok:
+        detail += " (a gradient-free attack beats every gradient attack: masked gradients)"
+    return _result(check, ok, detail, gradient=gradient_worst, with_square=with_square_worst, extra=extra)
+
+
+def check_targeted_vs_untargeted(apgd_t, apgd_ce, *, tol=0.01):
+    """Targeted APGD-T (several targets, DLR loss) must do at least as well as untargeted APGD-CE."""
+    check = "targeted APGD-T <= APGD-CE"
+    if apgd_t is None or apgd_ce is None:
+        return _skip(check, "APGD-T or APGD-CE was not run", apgd_t=apgd_t, apgd_ce=apgd_ce)
+    ok = apgd_t <= apgd_ce + tol
+    detail = f"APGD-T {_pct(apgd_t)} {'<=' if ok else '>'} APGD-CE {_pct(apgd_ce)}"
+    if not ok:
+        detail += " (the targeted attack is weaker: its gradients or its loss are being gamed)"
+    return _result(check, ok, detail, apgd_t=apgd_t, apgd_ce=apgd_ce)
+
+
+def check_clean_vs_classifier(clean, classifier_clean, *, max_drop=0.10):
+    """The defence must not cost more than ``max_drop`` of the undefended classifier's clean accuracy."""
+    check = "clean accuracy near the undefended classifier's"
+    ok = clean >= classifier_clean - max_drop
+    detail = f"clean {_pct(clean)} with the defence, {_pct(classifier_clean)} without"
+    if not ok:
+        detail += f" (a drop of more than {_pct(max_drop)}: the defence breaks the classifier)"
+    return _result(check, ok, detail, clean=clean, classifier_clean=classifier_clean, max_drop=max_drop)
+
+
+def check_above_chance(clean, chance, *, margin=0.10):
+    """Clean accuracy must be clearly above chance (the most frequent class's share)."""
+    check = "clean accuracy above chance"
+    ok = clean > chance + margin
+    detail = f"clean {_pct(clean)}, chance {_pct(chance)}"
+    if not ok:
+        detail += " (the defended model classifies at about chance: it is broken, its robust numbers mean nothing)"
+    return _result(check, ok, detail, clean=clean, chance=chance, margin=margin)
+
+
+def check_eps_response(clean, eps, accuracy, *, tol=0.01):
+    """Accuracy must move as eps grows from 0 (clean) to the largest eps of the sweep: a flat curve
+    means the model ignores its input (a constant output), not that it is robust."""
+    check = "accuracy moves with eps"
+    if len(eps) == 0 or clean is None:
+        return _skip(check, "no eps sweep was run")
+    curve = [clean, *accuracy]
+    spread = max(curve) - min(curve)
+    ok = spread >= tol or clean == 0  # all-wrong is flagged by the chance check
+    detail = f"clean {_pct(clean)}, " + ", ".join(
+        f"{255 * e:.0f}/255: {_pct(a)}" for e, a in zip(eps, accuracy, strict=True)
+    )
+    if not ok:
+        detail += " (flat from clean to the largest eps: the model ignores its input)"
+    return _result(check, ok, detail, clean=clean, eps=list(eps), accuracy=list(accuracy))
+
+
+# The checks whose FLAG means the defended model is broken (not merely masking gradients).
+BROKEN_CHECKS = (
+    "clean accuracy near the undefended classifier's",
+    "clean accuracy above chance",
+    "accuracy moves with eps",
+)
