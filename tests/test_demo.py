@@ -30,7 +30,7 @@ def test_demo_fast_profile_end_to_end(tmp_path, capsys):
     # every row's training cost is reported; the PGD-AT baseline got the fine-tuned variant's budget
     costs = summary["training_seconds"]
     assert costs["PGD-AT classifier"] == pytest.approx(costs["GCLN + fine-tuned C"])
-    for f in ("accuracy_vs_eps.png", "gcln_training_paper.png", "gcln_training_finetune.png", "cleaning_grid.png"):
+    for f in ("gcln_training_paper.png", "gcln_training_finetune.png", "cleaning_grid.png"):
         assert (out / "plots" / f).is_file(), f
-    eps_curve = json.loads((out / "plots" / "accuracy_vs_eps.json").read_text())
-    assert set(eps_curve["accuracy"]) == set(rows)
+    table = json.loads((out / "eval" / "results.json").read_text())
+    assert (out / "eval" / "eps_curve.png").is_file() and set(table["eps_curve"]) == set(rows)

@@ -267,15 +267,3 @@ def test_feature_maps_figure_grad_cam(toy, tmp_path):
     assert out["png"].is_file() and json.loads(out["json"].read_text())["layer"] == "c2"
     assert out["cam_distance_to_clean"]["cleaned by G"] == 0.0  # the same image gives the same heatmap
     assert out["cam_distance_to_clean"]["attacked"] > 0.0
-
-
-def test_accuracy_vs_eps_falls_with_eps(toy, tmp_path):
-    from gcln_fast.gcln import plots
-
-    x, y = toy_data(32, contrast=0.05)
-    C = trained_classifier(x, y)
-    rows = [("No defence", nn.Identity(), C), ("G", Generator(q=10, **SMALL_G), C)]
-    data = plots.accuracy_vs_eps(rows, x, y, eps_list=[0.0, 16 / 255], steps=3, out_dir=tmp_path)
-    assert (tmp_path / "accuracy_vs_eps.png").is_file() and set(data["accuracy"]) == {"No defence", "G"}
-    clean, attacked = data["accuracy"]["No defence"]
-    assert attacked < clean  # the attack works at 16/255 and does nothing at 0

@@ -49,7 +49,7 @@ def test_reproduce_smoke_budget_on_a_folder(tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "Table 1" in text and "Table 3" in text and "small_cnn substitute" in text
-    for f in ("report.md", "summary.json", "eval/results.json", "plots/feature_maps.png", "plots/accuracy_vs_eps.png"):
+    for f in ("report.md", "summary.json", "eval/results.json", "plots/feature_maps.png", "eval/eps_curve.png"):
         assert (out / f).is_file(), f
     assert (out / "plots" / "gcln_training_paper.png").is_file()
     rows = json.loads((out / "summary.json").read_text())["rows"]

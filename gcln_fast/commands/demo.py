@@ -45,18 +45,16 @@ _COMMON = dict(
 PROFILES = {
     "full": dict(
         _COMMON, train_size=20000, test_size=1000, eval_n=200, gcln_train=4096, gcln_epochs=6,
-        variants=("paper", "finetune", "adaptive", "no-la"), oblivious=("fgsm", "pgd"),
-        adaptive=("fgsm", "pgd", "apgd-ce"), transfer=("pgd",),
+        variants=("paper", "finetune", "adaptive", "no-la"), suite="quick",
     ),
     "full-robust": dict(
         _COMMON, train_size=20000, test_size=1000, eval_n=500, gcln_train=8192, gcln_epochs=10,
-        variants=("paper", "finetune", "adaptive", "no-la"), oblivious=("fgsm", "pgd", "bim", "cw"),
-        adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce", "apgd-t"), transfer=("fgsm", "pgd"), sanity_subset=64,
+        variants=("paper", "finetune", "adaptive", "no-la"), suite="standard", sanity_subset=64,
     ),
     "fast": dict(
         _COMMON, train_size=4000, test_size=300, eval_n=48, clf_epochs=3, sub_epochs=1, gcln_train=512, guard_size=64,
-        gcln_epochs=1, g_width=8, variants=("paper", "finetune"), oblivious=("fgsm", "pgd"),
-        adaptive=("fgsm", "pgd"), transfer=("pgd",), sanity_subset=16, plot_n=16, paper_figures=False,
+        gcln_epochs=1, g_width=8, variants=("paper", "finetune"), suite="quick", sanity_subset=16, plot_n=16,
+        paper_figures=False,
     ),
 }  # fmt: skip
 DEMO_ATTACK_MIX = (
@@ -66,6 +64,8 @@ DEMO_ATTACK_MIX = (
     {"attack": "fgsm", "eps": 12 / 255},
 )
 Q = 10.0
+EVAL_EPS = 12 / 255  # the SVHN budget of the paper, used for the house-number set
+EPS_CURVE = tuple(e / 255 for e in (1, 2, 4, 8, 12, 16))
 
 
 def add_parser(subparsers, name: str = "demo"):
@@ -181,23 +181,25 @@ def table_rows(C, gclns: dict, C_at):
 
 
 def evaluate_table(out: Path, prof: dict, rows, S, Xe, Ye, *, seed: int, progress: bool, meta: dict) -> dict:
-    from ..attacks import PRESETS
-    from ..evaluation import write_report
-    from ._rows import evaluate_rows
+    """The one table (``OUT/eval``): the profile's suite at eps 12/255 (the embedded set's budget),
+    every row with its own classifier, accuracy vs eps (adaptive APGD-CE) on ``plot_n`` images."""
+    from ..evaluation import evaluate, get_suite, write_report
 
     path = out / "eval" / "results.json"
     if path.is_file():
         print(f"{path} exists: skipped")
         return json.loads(path.read_text())
-    table = evaluate_rows(
-        rows, S, Xe, Ye, settings=PRESETS["embedded"], oblivious=prof["oblivious"], adaptive=prof["adaptive"],
-        transfer=prof["transfer"], sanity_subset=prof["sanity_subset"], seed=seed, progress=progress, meta=meta,
+    table = evaluate(
+        {name: (d, c) for name, d, c in rows}, None, S, Xe, Ye,
+        suite=get_suite(prof["suite"], dataset="embedded", budget="cpu", eps=EVAL_EPS),
+        eps_curve=EPS_CURVE, eps_curve_subset=prof["plot_n"], sanity_subset=prof["sanity_subset"], seed=seed,
+        progress=progress, meta=meta,
     )  # fmt: skip
     write_report(table, out / "eval")
     return table
 
 
-def make_plots(out: Path, prof: dict, rows, gclns: dict, C, Xe, Ye) -> None:
+def make_plots(out: Path, prof: dict, gclns: dict, C, Xe, Ye) -> None:
     import torch
 
     from .. import QuantizedDCT
@@ -207,8 +209,6 @@ def make_plots(out: Path, prof: dict, rows, gclns: dict, C, Xe, Ye) -> None:
     pdir, n = out / "plots", prof["plot_n"]
     for name, res in gclns.items():
         plots.plot_training(res["history"], pdir, name=f"gcln_training_{name}")
-    eps = [e / 255 for e in (1, 2, 4, 6, 8, 12, 16)]
-    plots.accuracy_vs_eps(rows, Xe[:n], Ye[:n], eps_list=eps, out_dir=pdir)
     G = gclns["paper"]["generator"] if "paper" in gclns else next(iter(gclns.values()))["generator"]
     xa = pgd(C, Xe[:8], Ye[:8], eps=12 / 255, step=3 / 255, steps=10)
     with torch.no_grad():
@@ -297,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
         meta = {"demo": "gcln demo", "profile": name}
         table = evaluate_table(out, prof, rows, S, Xe, Ye, seed=args.seed, progress=progress, meta=meta)
     with timer.phase("plots"):
-        make_plots(out, prof, rows, gclns, C, Xe, Ye)
+        make_plots(out, prof, gclns, C, Xe, Ye)
         print("plots:", ", ".join(sorted(p.name for p in (out / "plots").glob("*.png"))))
     timer.total()
     from ..gcln.presets import LABELS

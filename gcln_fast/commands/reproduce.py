@@ -30,24 +30,22 @@ BUDGETS = {
     "cpu-1h": dict(
         clf_epochs=15, clf_seconds=1500, clf_train=None, sub_arch="small_cnn", sub_epochs=3, sub_seconds=300, gcln_train=4096, gcln_epochs=4,
         g_width=16, g_blocks=2, mix_steps=3, variants=("paper",), eval_n=200, sanity_subset=32,
-        oblivious=("fgsm", "pgd", "bim", "cw"), adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce"),
-        transfer=("fgsm", "pgd"), curve_n=100, guard_size=256,
+        suite="paper", extra_adaptive=("apgd-t", "square"), curve_n=100, guard_size=256,
     ),
     "gpu": dict(
         clf_epochs=40, clf_seconds=None, clf_train=None, sub_arch="resnet34", sub_epochs=15, sub_seconds=None, gcln_train=None, gcln_epochs=10,
         g_width=32, g_blocks=2, mix_steps=7, variants=("paper", "adaptive", "finetune"), eval_n=1000,
-        sanity_subset=200, oblivious=("fgsm", "pgd", "bim", "cw"),
-        adaptive=("fgsm", "pgd", "bim", "cw", "apgd-ce", "apgd-dlr", "apgd-t"), transfer=("fgsm", "pgd"),
-        curve_n=500, guard_size=1000,
+        sanity_subset=200, suite="standard", extra_adaptive=(), curve_n=500, guard_size=1000,
     ),
     "smoke": dict(
         clf_epochs=1, clf_seconds=None, clf_train=256, sub_arch="small_cnn", sub_epochs=1, sub_seconds=None, gcln_train=128, gcln_epochs=1,
-        g_width=8, g_blocks=1, mix_steps=2, variants=("paper",), eval_n=16, sanity_subset=8,
-        oblivious=("fgsm", "pgd"), adaptive=("fgsm", "pgd"), transfer=("pgd",), curve_n=8, guard_size=32,
+        g_width=8, g_blocks=1, mix_steps=2, variants=("paper",), eval_n=16, sanity_subset=8, suite="quick",
+        extra_adaptive=(), curve_n=8, guard_size=32,
     ),
 }  # fmt: skip
 Q = 10.0
 EPS = 8 / 255
+EPS_CURVE = tuple(e / 255 for e in (1, 2, 4, 8, 12, 16))
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -172,25 +170,29 @@ def defence_rows(C, gclns: dict):
 
 
 def evaluate_all(out: Path, budget: dict, rows, S, Xe, Ye, *, seed: int, progress: bool, meta: dict) -> dict:
-    """The evaluation table (``OUT/eval/results.json``), computed once."""
-    from ..attacks import PRESETS
-    from ..evaluation import write_report
-    from ._rows import evaluate_rows
+    """The evaluation table (``OUT/eval``), computed once: the budget's suite at 8/255 (``paper``: the
+    paper's attacks and budgets, for its tables, here with APGD-T and Square added to the adaptive
+    attacks; ``standard``: AutoAttack strength), and accuracy vs eps."""
+    from ..evaluation import evaluate, get_suite, write_report
 
     path = out / "eval" / "results.json"
     if path.is_file():
         print(f"{path} exists: skipped")
         return json.loads(path.read_text())
-    table = evaluate_rows(
-        rows, S, Xe, Ye, settings=PRESETS["cifar10"], oblivious=budget["oblivious"], adaptive=budget["adaptive"],
-        transfer=budget["transfer"], sanity_subset=budget["sanity_subset"], seed=seed, progress=progress, meta=meta,
+    device = "cuda" if any(p.is_cuda for _, _, c in rows for p in c.parameters()) else "cpu"
+    suite = get_suite(budget["suite"], dataset="cifar10", budget="gpu" if device == "cuda" else "cpu")
+    table = evaluate(
+        {name: (d, c) for name, d, c in rows}, None, S, Xe, Ye, suite=suite,
+        adaptive=tuple(dict.fromkeys(suite.adaptive + budget["extra_adaptive"])),
+        eps_curve=EPS_CURVE, eps_curve_subset=budget["curve_n"], sanity_subset=budget["sanity_subset"], seed=seed,
+        progress=progress, meta=meta,
     )  # fmt: skip
     write_report(table, out / "eval")
     return table
 
 
-def figures(out: Path, budget: dict, rows, gclns: dict, C, Xe, Ye, class_names) -> None:
-    """Training curves per variant, accuracy vs eps per row, Figure 2 for three test images."""
+def figures(out: Path, gclns: dict, C, Xe, Ye, class_names) -> None:
+    """Training curves per variant and Figure 2 for three test images (accuracy vs eps: OUT/eval)."""
     import torch
 
     from ..attacks import pgd
@@ -200,9 +202,6 @@ def figures(out: Path, budget: dict, rows, gclns: dict, C, Xe, Ye, class_names) 
     pdir = out / "plots"
     for name, res in gclns.items():
         plots.plot_training(res["history"], pdir, name=f"gcln_training_{name}")
-    m = budget["curve_n"]
-    curve = [(n, d, c) for n, d, c in rows]
-    plots.accuracy_vs_eps(curve, Xe[:m], Ye[:m], eps_list=[e / 255 for e in (1, 2, 4, 8, 12, 16)], out_dir=pdir)
     G = next(iter(gclns.values()))["generator"]
     x, y = Xe[:3], Ye[:3]
     torch.manual_seed(0)

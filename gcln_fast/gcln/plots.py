@@ -240,30 +240,6 @@ def accuracy_vs_iterations(
     return data
 
 
-def accuracy_vs_eps(rows, X, Y, *, eps_list, steps=10, out_dir=None, name="accuracy_vs_eps", seed=0) -> dict:
-    """Accuracy under adaptive PGD (through defence and classifier, ``steps`` iterations, step
-    ``max(1/255, 2.5 eps / steps)``) at each eps, for each row ``(name, defence, classifier)``."""
-    data = {"eps": [float(e) for e in eps_list], "steps": int(steps), "n": int(X.shape[0]), "accuracy": {}}
-    for label, defence, classifier in rows:
-        model = nn.Sequential(defence.eval(), classifier.eval()).eval()
-        accs = []
-        for e in eps_list:
-            step = max(1 / 255, 2.5 * e / steps)
-            trace = bpda_pgd_trace(model, X, Y, eps=e, step=step, iterations=(steps,), seed=seed)
-            accs.append(trace[steps])
-        data["accuracy"][label] = accs
-    if out_dir is not None:
-        plt = _plt()
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        for label, accs in data["accuracy"].items():
-            ax.plot([255 * e for e in data["eps"]], accs, "o-", label=label)
-        ax.set_xlabel("eps (x/255), adaptive PGD through defence and classifier")
-        _save_accuracy_plot(plt, fig, ax, f"adaptive PGD-{steps}, n={data['n']}", 7, out_dir, name, data)
-    return data
-
-
 def _save_accuracy_plot(plt, fig, ax, title, legend_size, out_dir, name, data) -> None:
     """Finish an accuracy-vs-x figure, write it as PNG and the data behind it as JSON."""
     ax.set_ylabel("accuracy")
