@@ -278,9 +278,7 @@ def run(args: argparse.Namespace) -> int:
     with timer.phase("evaluate"):
         table = evaluate_all(out, budget, rows, S, Xe, Ye, seed=args.seed, progress=progress, meta=meta)
     with timer.phase("figures"):
-        figures(
-            out, budget, rows, gclns, C, Xe, Ye, getattr(train, "classes", None) if args.dataset == "cifar10" else None
-        )
+        figures(out, gclns, C, Xe, Ye, CIFAR10_CLASSES)
     timer.total()
     print("\n" + report(out, table, gclns, timer, budget_name=args.budget, substitute_arch=S.arch))
     return 0
