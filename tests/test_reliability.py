@@ -4,6 +4,8 @@ refused unless forced, every bad flag refused before work starts, installable wi
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from gcln_fast.commands.main import main
 from gcln_fast.gcln import Generator, load_generator
 from gcln_fast.models import build_classifier, load_classifier, save_classifier
 from gcln_fast.utils.checkpoint import atomic_save, load_checkpoint
+from gcln_fast.utils.lock import lock_output, lock_path_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,32 +162,23 @@ def test_diverging_train_classifier_exits_non_zero(files, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- 3. one run per output
 
-_HOLD = "import sys, time; from gcln_fast.utils.lock import lock_output; lock_output(sys.argv[1]); print('ok', flush=True); time.sleep(120)"
-
-
-def _holder(target) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(target)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ok"
-    return proc
-
 
 def test_second_run_into_a_held_output_is_refused(files, tmp_path, capsys):
     (tmp_path / "g").mkdir()
-    held_dir, held_file = _holder(tmp_path / "g"), _holder(tmp_path / "c.pt")
-    try:
+    # held by this process (a lock is per open file, so this is what another process would meet)
+    with lock_output(tmp_path / "g"), lock_output(tmp_path / "c.pt"):
         code, err = cli(capsys, *train_gcln_argv(files, tmp_path / "g"))
-        assert code == 1 and f"{tmp_path / 'g'} is in use by process {held_dir.pid}" in err
+        assert code == 1 and f"{tmp_path / 'g'} is in use by process {os.getpid()}" in err
         code, err = cli(capsys, *train_classifier_argv(files, tmp_path / "c.pt"))
-        assert code == 1 and f"c.pt is in use by process {held_file.pid}" in err
-        assert not (tmp_path / "c.pt").exists() and not (tmp_path / "g" / "gcln.pt").exists()
-    finally:
-        for p in (held_dir, held_file):
-            p.kill()
-            p.wait()
-    # the lock of a killed run is taken over
+        assert code == 1 and f"c.pt is in use by process {os.getpid()}" in err
+    assert not (tmp_path / "c.pt").exists() and not (tmp_path / "g" / "gcln.pt").exists()
+    # what a killed run leaves: its lock file, naming it, with no lock held
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_path_for(tmp_path / "c.pt").write_text(json.dumps({"pid": dead.pid, "host": "h", "command": "gcln"}))
     code, err = cli(capsys, *train_classifier_argv(files, tmp_path / "c.pt"))
-    assert code == 0 and f"left by process {held_file.pid}, which is gone" in err
-    assert not (tmp_path / ".c.pt.lock").exists()  # released when the command ended
+    assert code == 0 and f"left by process {dead.pid}, which is gone" in err
+    assert not lock_path_for(tmp_path / "c.pt").exists()  # released when the command ended
 
 
 # --------------------------------------------------------------------------- 4. --resume with other settings
