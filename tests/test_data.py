@@ -151,3 +151,19 @@ def test_unknown_dataset():
     assert num_classes("embedded") == 10 and num_classes("cifar10") == 10 and num_classes("svhn") == 10
     with pytest.raises(ValueError):
         get_dataset("embedded", "bogus-split")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped bytes"])
+def test_damaged_cache_is_regenerated(tmp_path, damage):
+    """A cache file cut short by a killed writer or with changed bytes is rendered again, not a crash."""
+    ds = get_dataset("embedded", "test", root=tmp_path, size=40, seed=4)
+    cache = E.cache_path(tmp_path, 40, 4, "test")
+    raw = bytearray(cache.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:
+        mid = len(raw) // 2  # inside the stored images: the member's CRC-32 no longer matches
+        raw[mid : mid + 8] = bytes(255 - b for b in raw[mid : mid + 8])
+    cache.write_bytes(bytes(raw))
+    again = get_dataset("embedded", "test", root=tmp_path, size=40, seed=4)
+    assert np.array_equal(again.images, ds.images) and np.array_equal(again.labels, ds.labels)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -147,20 +148,13 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def render_chunk(seed: int, split: str, chunk: int, n: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
-    """Render the first ``n`` (<= CHUNK) images of chunk ``chunk``: ``(uint8 (n,3,32,32), int64 (n,))``."""
-    if not 0 < n <= CHUNK:
-        raise ValueError(f"n must be in 1..{CHUNK}")
-    P = _PARAMS
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, SPLIT_IDS[split], chunk])))
-    B, S = CHUNK, IMAGE_SIZE  # always draw a full chunk, so prefixes are stable
-    labels = rng.permutation(np.arange(B) % 10)
+def _digit_masks(rng, labels: np.ndarray) -> np.ndarray:
+    """Ink masks ``(B, 1, S, S)`` of each image's digit and its partly visible neighbours: random
+    stroke weight, scale, aspect, rotation, shear and position (an inverse affine map per image)."""
+    P, B, S = _PARAMS, len(labels), IMAGE_SIZE
     atlas, half = _atlas()
-    n_var = len(_STROKES)
     cell_c = (_ATLAS_CELL + 2) / 2.0
-
-    # --- digit geometry -------------------------------------------------------------
-    var = rng.integers(0, n_var, B)
+    var = rng.integers(0, len(_STROKES), B)
     glyph = var * 10 + labels
     left_d, right_d = rng.integers(0, 10, B), rng.integers(0, 10, B)
     has_left, has_right = rng.random(B) < P["p_left"], rng.random(B) < P["p_right"]
@@ -190,9 +184,13 @@ def render_chunk(seed: int, split: str, chunk: int, n: int = CHUNK) -> tuple[np.
         off = sign * (w_c + half[g, 0] + gap * 2.0 * half[glyph, 0])
         m = _bilinear_gather(atlas, g, qx - off[:, None, None] + cell_c, qy + cell_c)
         mask = np.maximum(mask, m * has[:, None, None])
-    mask = mask[:, None].astype(np.float32)  # (B,1,S,S)
+    return mask[:, None].astype(np.float32)
 
-    # --- background -----------------------------------------------------------------
+
+def _backgrounds(rng, B: int) -> np.ndarray:
+    """``(B, 3, S, S)``: a two-colour gradient, low-frequency texture and, sometimes, stripes."""
+    P, S = _PARAMS, IMAGE_SIZE
+    grid = np.arange(S, dtype=np.float64) + 0.5
     c1 = rng.random((B, 3)).astype(np.float32)
     c2 = np.clip(c1 + rng.normal(0.0, 0.2, (B, 3)), 0, 1).astype(np.float32)
     phi = rng.uniform(0, 2 * np.pi, B)
@@ -212,18 +210,24 @@ def render_chunk(seed: int, split: str, chunk: int, n: int = CHUNK) -> tuple[np.
     u = np.cos(sphi)[:, None, None] * grid[None, None, :] + np.sin(sphi)[:, None, None] * grid[None, :, None]
     stripe = (np.sin(2 * np.pi * u / period[:, None, None]) > 0).astype(np.float32)
     amp = (stripes * rng.uniform(0.05, 0.2, B)).astype(np.float32)
-    bg = np.clip(bg + (stripe * amp[:, None, None])[:, None], 0, 1)
+    return np.clip(bg + (stripe * amp[:, None, None])[:, None], 0, 1)
 
-    # --- foreground colour with a controlled luminance contrast ---------------------------
+
+def _paint_digits(rng, bg: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Composite a random foreground colour through ``mask``, at a controlled luminance contrast."""
+    P, B, S = _PARAMS, len(bg), IMAGE_SIZE
     bg_l = np.einsum("bchw,c->b", bg, _LUMA) / (S * S)
     target = rng.uniform(*P["contrast"], B).astype(np.float32)
     sign = np.where(rng.random(B) < 0.5, -1.0, 1.0).astype(np.float32)
     sign = np.where(bg_l + sign * target > 1.0, -1.0, np.where(bg_l + sign * target < 0.0, 1.0, sign))
     fg = rng.random((B, 3)).astype(np.float32)
     fg = np.clip(fg + (bg_l + sign * target - fg @ _LUMA)[:, None], 0, 1)
-    img = bg * (1 - mask) + fg[:, :, None, None] * mask
+    return bg * (1 - mask) + fg[:, :, None, None] * mask
 
-    # --- camera: blur, noise, quantisation ------------------------------------------------
+
+def _camera(rng, img: np.ndarray) -> np.ndarray:
+    """Blur (one of a few levels), Gaussian sensor noise and 8-bit quantisation; uint8."""
+    P, B = _PARAMS, len(img)
     level = rng.choice(len(P["blur_levels"]), B, p=P["blur_probs"])
     out = np.empty_like(img)
     for li, sigma in enumerate(P["blur_levels"]):
@@ -232,8 +236,21 @@ def render_chunk(seed: int, split: str, chunk: int, n: int = CHUNK) -> tuple[np.
             out[sel] = _blur(img[sel], sigma)
     noise = rng.normal(0.0, 1.0, out.shape).astype(np.float32)
     out = out + noise * rng.uniform(*P["noise"], B).astype(np.float32)[:, None, None, None]
-    out = np.floor(np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return out[:n], labels[:n].astype(np.int64)
+    return np.floor(np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_chunk(seed: int, split: str, chunk: int, n: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """Render the first ``n`` (<= CHUNK) images of chunk ``chunk``: ``(uint8 (n,3,32,32), int64 (n,))``.
+
+    A full chunk is always drawn, in a fixed order of random draws (labels, digit geometry,
+    background, foreground colour, camera), so that prefixes are stable."""
+    if not 0 < n <= CHUNK:
+        raise ValueError(f"n must be in 1..{CHUNK}")
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, SPLIT_IDS[split], chunk])))
+    labels = rng.permutation(np.arange(CHUNK) % 10)
+    mask = _digit_masks(rng, labels)
+    img = _paint_digits(rng, _backgrounds(rng, CHUNK), mask)
+    return _camera(rng, img)[:n], labels[:n].astype(np.int64)
 
 
 def _render_job(job):
@@ -285,7 +302,7 @@ def load_or_generate(
                 x, y = z["images"][:size], z["labels"][:size]
             if x.shape == (size, 3, IMAGE_SIZE, IMAGE_SIZE) and x.dtype == np.uint8 and y.shape == (size,):
                 return x, y.astype(np.int64), cand
-        except (OSError, ValueError, KeyError):  # corrupt/foreign file: regenerate
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # corrupt/foreign file: regenerate
             pass
     if workers is None:  # one process renders ~5000 images/s; a pool rarely pays off
         workers = int(os.environ.get("GCLN_EMBEDDED_WORKERS", "1"))

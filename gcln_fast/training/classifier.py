@@ -5,7 +5,7 @@ Files written by :func:`train_classifier`:
 * ``checkpoint_path`` -- the resumable training state, rewritten atomically after every
   epoch: ``{"kind": "classifier_train_state", "arch", "num_classes", "state_dict",
   "meta", "optimizer", "epoch" (completed epochs), "step" (optimizer steps), "seconds"
-  (training wall time), "finished", "history", "rng", "config"}``. It is a superset of the
+  (training wall time), "history", "rng", "config"}``. It is a superset of the
   classifier format, so ``load_classifier`` also reads it (weights of the last completed epoch).
 * ``final_path`` -- the final weights in ``save_classifier`` format (default:
   ``<checkpoint stem>.final<suffix>`` beside ``checkpoint_path``), written when the run
@@ -142,7 +142,6 @@ class _Progress:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
     seconds: float = 0.0  # training wall time before this process's start
-    finished: bool = False
     history: dict = field(default_factory=lambda: {"epochs": []})
 
 
@@ -212,7 +211,6 @@ def _restore(path: Path, model, opt, config: dict, device, force: bool) -> tuple
         epoch=int(state["epoch"]),
         step=int(state.get("step", state["epoch"] * config["steps_per_epoch"])),
         seconds=float(state.get("seconds", 0.0)),
-        finished=bool(state.get("finished", False)),
         history=state["history"],
     )
     progress.history["config"] = config
@@ -234,7 +232,6 @@ def _save_state(path: Path, model, opt, progress: _Progress, config: dict, meta:
         "epoch": progress.epoch,
         "step": progress.step,
         "seconds": progress.seconds,
-        "finished": progress.finished,
         "history": progress.history,
         "rng": rng,
         "config": config,
@@ -318,7 +315,7 @@ def _run_config(model, data: _Data, arch, num_classes, meta, settings: dict) -> 
     num_classes = num_classes or getattr(model, "num_classes", None)
     if arch is None or num_classes is None:
         raise ValueError("pass arch= and num_classes= (or a model from build_classifier)")
-    return {
+    config = {
         **settings,
         "batch_size": data.batch_size,
         "augment_pad": data.pad,
@@ -328,8 +325,10 @@ def _run_config(model, data: _Data, arch, num_classes, meta, settings: dict) -> 
         "arch": arch,
         "num_classes": int(num_classes),
         "steps_per_epoch": data.steps_per_epoch,
-        "meta": dict(meta or {}),
     }
+    # the caller's metadata too (the dataset, say), where it does not repeat a setting
+    config["meta"] = {k: v for k, v in (meta or {}).items() if k not in config}
+    return config
 
 
 def train_classifier(
@@ -392,11 +391,10 @@ def train_classifier(
         run, config = _restore(checkpoint_path, model, opt, config, device, force)
     sched = _Schedule(lr, epochs * data.steps_per_epoch, time_budget, adversarial)
     ctx = {"seed": seed, "device": device, "epochs": epochs, "progress": progress, "path": checkpoint_path}
-    while run.epoch < epochs and not run.finished:
+    while run.epoch < epochs and not sched.done(run.step, run.seconds):
         rec = _run_epoch(model, opt, data, sched, run, ctx)
         run.epoch += 1
         run.seconds += rec["seconds"]
-        run.finished = sched.done(run.step, run.seconds) or run.epoch == epochs
         run.history["epochs"].append(rec)
         if progress:
             _log_epoch(rec, epochs)
