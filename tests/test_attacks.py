@@ -277,6 +277,31 @@ def test_generator_clamp_is_straight_through_under_the_adaptive_attack():
     assert G.straight_through_clamp is False
 
 
+def test_adaptive_backward_drives_the_real_qnt_layer(toy):
+    """The QNT layer's own ``surrogate`` switch (identity = BPDA, cubic, sine) under the adaptive attack:
+    set for the attack only, and it changes the attacker's gradient."""
+    model, x, y = toy
+    layer = QuantizedDCT(10)
+    defended = nn.Sequential(layer, model)
+
+    def grad():
+        xr = x[:8].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(nn.functional.cross_entropy(defended(xr), y[:8]), xr)
+        return g
+
+    plain = grad()
+    with adaptive_backward(defended, "identity"):
+        torch.testing.assert_close(grad(), plain)  # BPDA is the layer's default backward
+    with adaptive_backward(defended, "cubic"):
+        assert layer.surrogate == "cubic"
+        cubic = grad()
+    assert layer.surrogate == "identity"
+    assert torch.isfinite(cubic).all() and not torch.allclose(cubic, plain)
+    settings = FAST.replace(surrogates=("cubic",))
+    adv = craft("adaptive", "pgd", x, y, classifier=model, defence=layer, settings=settings)
+    assert T.accuracy(defended, adv, y) <= 0.2 and layer.surrogate == "identity"
+
+
 # --------------------------------------------------------------------------- torchattacks cross-check
 
 CROSS_EPS = 3 / 255  # an eps where accuracy is neither ~0 nor ~clean, so the comparison means something

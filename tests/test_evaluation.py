@@ -439,6 +439,27 @@ def test_worst_case_over_backward_surrogates(models):
     assert "Per backward surrogate" in md and "identity, cubic" in md
 
 
+def test_real_qnt_layer_runs_every_surrogate(models):
+    model, _, x, y = models
+    layer = QuantizedDCT(10)
+    t = evaluate(
+        {"QNT q=10": layer},
+        model,
+        None,
+        x[:8],
+        y[:8],
+        settings=SETTINGS.replace(surrogates=("identity", "cubic")),
+        oblivious=(),
+        adaptive=("fgsm", "pgd"),
+        sanity=False,
+        progress=False,
+    )
+    r = t["rows"]["QNT q=10"]
+    assert set(r["adaptive_by_surrogate"]) == {"identity", "cubic"} and layer.surrogate == "identity"
+    for a in ("fgsm", "pgd"):
+        assert r["adaptive"][a] <= min(acc[a] for acc in r["adaptive_by_surrogate"].values())
+
+
 def test_eps_curve(models, tmp_path):
     model, _, x, y = models
     t = evaluate(
