@@ -229,6 +229,34 @@ struct Layout {
   PlaneView<T> plane(int64_t n, int64_t c) const { return {data + n * sN + c * sC, H, W, sH, sW}; }
 };
 
+// An interior block of a float plane with unit column stride: eight row
+// loads/stores. The kernels call these from a loop of their own, apart from
+// the general load_block/store_block, so that the block stays in registers
+// (an array shared with the general paths would live on the stack).
+GCLN_INLINE void load_rows(const float* p, int64_t sH, Vec r[8]) {
+#pragma GCC unroll 8
+  for (int m = 0; m < 8; ++m) r[m] = Vec::loadu(p + m * sH);
+}
+
+GCLN_INLINE void store_rows(float* p, int64_t sH, const Vec r[8]) {
+#pragma GCC unroll 8
+  for (int m = 0; m < 8; ++m) r[m].store(p + m * sH);
+}
+
+// How many leading blocks of block row `by` take the row-load path.
+template <typename T, typename U>
+inline int64_t fast_blocks(const PlaneView<T>& a, const PlaneView<U>& b, int64_t by) {
+  const bool rows = std::is_same_v<std::remove_const_t<T>, float> && a.sW == 1 && b.sW == 1 && by * 8 + 8 <= a.H;
+  return rows ? a.W / 8 : 0;
+}
+
+template <Surrogate S, bool kSoft>
+GCLN_INLINE void quantize_block(Vec r[8], const Vec inv[8], const Vec step[8]) {
+  forward_2d(r);
+  for (int k = 0; k < 8; ++k) r[k] = block::quantize_prescaled<S, kSoft, Vec, VA>(r[k], inv[k], step[k]);
+  inverse_2d(r);
+}
+
 template <typename scalar_t, Surrogate S, bool kSoft>
 void qnt_forward_kernel(const at::Tensor& x, const StepTables& tables, at::Tensor& y) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -238,7 +266,7 @@ void qnt_forward_kernel(const at::Tensor& x, const StepTables& tables, at::Tenso
   // A task is a strip of blocks (one block row of one plane); aim for ~32 blocks per task.
   const int64_t grain = std::max<int64_t>(1, 32 / nbx);
   at::parallel_for(0, N * C * nby, grain, [&](int64_t begin, int64_t end) {
-    Vec inv[8], step[8], r[8];
+    Vec inv[8], step[8];
     int64_t table_loaded = -1;
     for (int64_t s = begin; s < end; ++s) {
       const int64_t by = s % nby, c = (s / nby) % C, n = s / (nby * C);
@@ -249,11 +277,21 @@ void qnt_forward_kernel(const at::Tensor& x, const StepTables& tables, at::Tenso
       }
       const PlaneView<const scalar_t> src = xl.plane(n, c);
       const PlaneView<scalar_t> dst = yl.plane(n, c);
-      for (int64_t bx = 0; bx < nbx; ++bx) {
+      const int64_t fast = fast_blocks(src, dst, by);
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        const float* sp = src.data + by * 8 * src.sH;
+        float* dp = dst.data + by * 8 * dst.sH;
+        for (int64_t bx = 0; bx < fast; ++bx) {
+          Vec r[8];
+          load_rows(sp + bx * 8, src.sH, r);
+          quantize_block<S, kSoft>(r, inv, step);
+          store_rows(dp + bx * 8, dst.sH, r);
+        }
+      }
+      for (int64_t bx = fast; bx < nbx; ++bx) {
+        Vec r[8];
         load_block<false>(src, by * 8, bx * 8, r);
-        forward_2d(r);
-        for (int k = 0; k < 8; ++k) r[k] = block::quantize_prescaled<S, kSoft, Vec, VA>(r[k], inv[k], step[k]);
-        inverse_2d(r);
+        quantize_block<S, kSoft>(r, inv, step);
         store_block(dst, by * 8, bx * 8, r);
       }
     }
@@ -324,7 +362,23 @@ void qnt_backward_kernel(const at::Tensor& g, const at::Tensor& x, const StepTab
         walk.plane(t, j / nby, n, c);
         const int64_t y0 = (j % nby) * 8;
         const PlaneView<const scalar_t> xs = xl.plane(n, c), gs = gl.plane(n, c);
-        for (int64_t bx = 0; bx < nbx; ++bx) {
+        const PlaneView<scalar_t> gxs = gxl.plane(n, c);
+        const int64_t fast = (kGradX && gxs.sW != 1) ? 0 : fast_blocks(xs, gs, y0 / 8);
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          for (int64_t bx = 0; bx < fast; ++bx) {
+            Vec zr[8], gr[8];
+            load_rows(xs.data + y0 * xs.sH + bx * 8, xs.sH, zr);
+            forward_2d(zr);
+            load_rows(gs.data + y0 * gs.sH + bx * 8, gs.sH, gr);
+            forward_2d(gr);
+            backward_block<S, kGradX, kGradQ>(zr, gr, inv, acc);
+            if constexpr (kGradX) {
+              inverse_2d(gr);
+              store_rows(gxs.data + y0 * gxs.sH + bx * 8, gxs.sH, gr);
+            }
+          }
+        }
+        for (int64_t bx = fast; bx < nbx; ++bx) {
           load_block<false>(xs, y0, bx * 8, z);
           forward_2d(z);
           load_block<true>(gs, y0, bx * 8, gz);
@@ -332,7 +386,7 @@ void qnt_backward_kernel(const at::Tensor& g, const at::Tensor& x, const StepTab
           backward_block<S, kGradX, kGradQ>(z, gz, inv, acc);
           if constexpr (kGradX) {
             inverse_2d(gz);
-            store_block_adjoint(gxl.plane(n, c), y0, bx * 8, gz);
+            store_block_adjoint(gxs, y0, bx * 8, gz);
           }
         }
       }
