@@ -1,0 +1,128 @@
+// Host side of the CUDA QNT ops: checks, output allocation, geometry, launch
+// shapes and the kernel arguments, written once for the CUDA build
+// (qnt_cuda.cu, which launches the __global__ kernels on the current stream)
+// and the host simulation (csrc/cuda/tests/, which runs the same CTA programs
+// for every thread on the CPU). The `Launcher` policy does the launches:
+//   int sm_count(const at::Tensor& x)
+//   void step_tables(uint32_t grid, const StepTableArgs&)
+//   template <typename T> void forward(uint32_t grid, const ForwardArgs<T>&)
+//   template <typename T> void grad_q_partial(uint32_t grid, const GradQArgs<T>&)
+//   void grad_q_final(uint32_t grid, const GradQFinalArgs&)
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+
+#include <cstdint>
+#include <limits>
+
+#include "qnt_checks.h"
+#include "qnt_cuda_kernels.cuh"
+
+// The op's dtypes only (AT_DISPATCH_FLOATING_TYPES_AND2 would also build double kernels).
+#define GCLN_DISPATCH_QNT_TYPES(TYPE, NAME, ...)                  \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                  \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)    \
+                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)     \
+                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
+namespace gcln_fast {
+namespace qnt_cuda {
+
+inline Strides strides_of(const at::Tensor& t) { return Strides{t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+inline Geom geometry_of(const at::Tensor& x) {
+  Geom g;
+  g.N = static_cast<int>(x.size(0));
+  g.C = static_cast<int>(x.size(1));
+  g.H = static_cast<int>(x.size(2));
+  g.W = static_cast<int>(x.size(3));
+  g.Hb = (g.H + 7) / 8;
+  g.Wb = (g.W + 7) / 8;
+  const int64_t per_channel = static_cast<int64_t>(g.N) * g.Hb * g.Wb;
+  const int64_t total = per_channel * g.C;
+  // Block indices are 32-bit (with headroom for the grid-stride increment):
+  // up to 2^30 blocks, i.e. 6.9e10 elements.
+  TORCH_CHECK(total <= (int64_t{1} << 30), "gcln_fast::qnt (CUDA): tensor too large (", total,
+              " 8x8 blocks; at most 2^30)");
+  g.total = static_cast<uint32_t>(total);
+  g.per_channel = static_cast<uint32_t>(per_channel);
+  g.div_wb = FastDiv(static_cast<uint32_t>(g.Wb));
+  g.div_hb = FastDiv(static_cast<uint32_t>(g.Hb));
+  g.div_c = FastDiv(static_cast<uint32_t>(g.C));
+  g.channel_fastest = g.C > 1 && x.stride(1) < x.stride(3);
+  return g;
+}
+
+// The shared checks (qnt_checks.h) plus what only this backend needs.
+inline void check_inputs(const at::Tensor& x, const at::Tensor& q, double scale) {
+  check_qnt_x(x, "x");
+  check_qnt_q(x, q);
+  check_qnt_scale(scale);
+  for (int d = 0; d < 4; ++d)
+    TORCH_CHECK(x.size(d) <= std::numeric_limits<int32_t>::max(), "x dimension ", d, " is too large: ", x.size(d));
+}
+
+template <typename Launcher>
+at::Tensor qnt_forward(const at::Tensor& x, const at::Tensor& q_in, double scale_d, Launcher& launch) {
+  check_inputs(x, q_in, scale_d);
+  at::Tensor y = at::empty_like(x);  // keeps x's memory format (channels-last stays channels-last)
+  if (x.numel() == 0) return y;
+  const at::Tensor q = q_in.contiguous();
+  const float scale = static_cast<float>(scale_d);
+  const Geom g = geometry_of(x);
+  const int cq = static_cast<int>(q.size(0));
+
+  at::Tensor tables;
+  if (cq > kMaxSmemTables) {
+    tables = at::empty({cq, kTableFloats}, q.options());
+    launch.step_tables(step_table_grid(cq), StepTableArgs{q.const_data_ptr<float>(), static_cast<int64_t>(cq) * 64,
+                                                          scale, tables.mutable_data_ptr<float>()});
+  }
+  const float* gtables = tables.defined() ? tables.const_data_ptr<float>() : nullptr;
+  GCLN_DISPATCH_QNT_TYPES(x.scalar_type(), "gcln_fast_qnt_cuda", [&] {
+    launch.forward(forward_grid(g), ForwardArgs<scalar_t>{x.const_data_ptr<scalar_t>(), strides_of(x),
+                                                         y.mutable_data_ptr<scalar_t>(), strides_of(y), g,
+                                                         q.const_data_ptr<float>(), cq, gtables, scale});
+  });
+  return y;
+}
+
+template <typename Launcher>
+at::Tensor qnt_grad_q(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& q_in, double scale_d,
+                      Launcher& launch) {
+  check_inputs(x, q_in, scale_d);
+  check_qnt_x(grad_y, "grad_y");
+  TORCH_CHECK_VALUE(grad_y.sizes() == x.sizes(), "grad_y must have x's shape ", x.sizes(), ", got ", grad_y.sizes());
+  TORCH_CHECK_VALUE(grad_y.device() == x.device(), "grad_y is on ", grad_y.device(), " but x is on ", x.device());
+  const at::Tensor q = q_in.contiguous();
+  const int cq = static_cast<int>(q.size(0));
+  at::Tensor out = at::empty({cq, 8, 8}, q.options());
+  if (x.numel() == 0) return out.zero_();
+  const float scale = static_cast<float>(scale_d);
+  const Geom g = geometry_of(x);
+
+  const int64_t ctas = grad_q_ctas_per_table(g, cq, launch.sm_count(x));
+  TORCH_CHECK(ctas * cq <= std::numeric_limits<int32_t>::max(), "gcln_fast::qnt_grad_q (CUDA): grid too large");
+  at::Tensor partials = at::empty({ctas * cq, 64}, q.options());
+
+  // The gradient arrives in the output's dtype, which is x's; anything else is
+  // cast once (as the CPU kernel does) rather than compiling 9 kernels.
+  const at::Tensor gy = grad_y.scalar_type() == x.scalar_type() ? grad_y : grad_y.to(x.scalar_type());
+  GCLN_DISPATCH_QNT_TYPES(x.scalar_type(), "gcln_fast_qnt_grad_q_cuda", [&] {
+    launch.grad_q_partial(static_cast<uint32_t>(ctas * cq),
+                          GradQArgs<scalar_t>{gy.const_data_ptr<scalar_t>(), strides_of(gy),
+                                              x.const_data_ptr<scalar_t>(), strides_of(x), g,
+                                              q.const_data_ptr<float>(), cq, scale, static_cast<uint32_t>(ctas),
+                                              partials.mutable_data_ptr<float>()});
+  });
+  launch.grad_q_final(static_cast<uint32_t>(cq), GradQFinalArgs{partials.const_data_ptr<float>(),
+                                                                static_cast<uint32_t>(ctas), scale,
+                                                                out.mutable_data_ptr<float>()});
+  return out;
+}
+
+}  // namespace qnt_cuda
+}  // namespace gcln_fast
