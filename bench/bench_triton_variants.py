@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
+from pathlib import Path
 
 import torch
 from bench_qnt import parse_shapes  # bench/ is on sys.path when a script here runs
@@ -27,7 +29,27 @@ from bench_qnt import parse_shapes  # bench/ is on sys.path when a script here r
 FORMS = [("dot", "ieee"), ("dot", "tf32x3"), ("separable", "ieee"), ("butterfly", "ieee")]
 
 
-def bench_case(qt, shape, dtype_name: str, q_form: str, with_grad_q: bool) -> None:
+COLUMNS = ["shape", "dtype", "kernel", "form", "ms", "GB/s", "x clone", "max abs err vs reference"]
+
+
+def row(shape, dtype_name, kernel, form, ms, nbytes, clone_ms, err) -> dict:
+    return {
+        "shape": "x".join(map(str, shape)),
+        "dtype": dtype_name,
+        "kernel": kernel,
+        "form": form,
+        "ms": round(ms, 4),
+        "GB/s": round(nbytes / ms / 1e6),
+        "x clone": round(ms / clone_ms, 2),
+        "max abs err vs reference": err,
+    }
+
+
+def print_row(r: dict) -> None:
+    print("| " + " | ".join("-" if r[c] is None else str(r[c]) for c in COLUMNS) + " |", flush=True)
+
+
+def bench_case(qt, shape, dtype_name: str, q_form: str, with_grad_q: bool) -> list[dict]:
     import triton.testing
 
     from gcln_fast.reference import qnt_reference
@@ -39,27 +61,22 @@ def bench_case(qt, shape, dtype_name: str, q_form: str, with_grad_q: bool) -> No
         table = torch.full((1, 8, 8), 10.0, device="cuda")
     else:
         table = torch.rand(shape[1], 8, 8, device="cuda") * 20 + 2
-    nbytes = x.numel() * x.element_size()
-    name = "x".join(map(str, shape))
+    nbytes = 2 * x.numel() * x.element_size()  # read x, write y (grad_q: read x and grad_y)
     clone_ms = triton.testing.do_bench(x.clone)
-    print(f"| {name} | {dtype_name} | clone | - | {clone_ms:.4f} | {2 * nbytes / clone_ms / 1e6:.0f} | 1.00 | - |")
+    rows = [row(shape, dtype_name, "clone", "-", clone_ms, nbytes, clone_ms, None)]
     y_ref = qnt_reference(x, table[0] if table.shape[0] == 1 else table)
     for variant, precision in FORMS:
         fwd = functools.partial(qt.launch_qnt, x, table, 255.0, variant=variant, precision=precision)
-        err = (fwd().float() - y_ref.float()).abs().max().item()
-        ms = triton.testing.do_bench(fwd)
-        print(
-            f"| {name} | {dtype_name} | forward | {variant}/{precision} | {ms:.4f} | "
-            f"{2 * nbytes / ms / 1e6:.0f} | {ms / clone_ms:.2f} | {err:.3g} |"
-        )
-        if not with_grad_q:
-            continue
-        grad_q = functools.partial(qt.launch_grad_q, gy, x, table, 255.0, variant=variant, precision=precision)
-        ms = triton.testing.do_bench(grad_q)
-        print(
-            f"| {name} | {dtype_name} | grad_q | {variant}/{precision} | {ms:.4f} | "
-            f"{2 * nbytes / ms / 1e6:.0f} | {ms / clone_ms:.2f} | - |"
-        )
+        err = float(f"{(fwd().float() - y_ref.float()).abs().max().item():.3g}")
+        rows.append(row(shape, dtype_name, "forward", f"{variant}/{precision}", triton.testing.do_bench(fwd), nbytes,
+                        clone_ms, err))  # fmt: skip
+        if with_grad_q:
+            grad_q = functools.partial(qt.launch_grad_q, gy, x, table, 255.0, variant=variant, precision=precision)
+            rows.append(row(shape, dtype_name, "grad_q", f"{variant}/{precision}", triton.testing.do_bench(grad_q),
+                            nbytes, clone_ms, None))  # fmt: skip
+    for r in rows:
+        print_row(r)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -68,6 +85,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", default="float32,float16")
     parser.add_argument("--q", default="channel", choices=["scalar", "channel"], help="shared or per-channel table")
     parser.add_argument("--no-grad-q", action="store_true", help="time the forward kernels only")
+    parser.add_argument("--json", type=Path, default=Path("results/triton_variants.json"))
+    parser.add_argument("--md", type=Path, default=Path("results/triton_variants.md"))
     args = parser.parse_args(argv)
 
     if not torch.cuda.is_available():
@@ -80,14 +99,23 @@ def main(argv=None) -> int:
 
     from gcln_fast.kernels import qnt_triton as qt
 
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
-    print(f"default variant in qnt_triton.py: {qt.DEFAULT_VARIANT} ({qt.DEFAULT_DOT_PRECISION})\n")
-    print("| shape | dtype | kernel | form | ms | GB/s | x clone | max abs err vs reference |")
-    print("|---|---|---|---|---:|---:|---:|---:|")
+    header = (
+        f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}; "
+        f"default form in gcln_fast.kernels: {qt.DEFAULT_VARIANT} ({qt.DEFAULT_DOT_PRECISION})"
+    )
+    lines = [header, "", "| " + " | ".join(COLUMNS) + " |", "|---|---|---|---|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
+    rows = []
     for shape in parse_shapes(args.shapes):
         for dtype_name in args.dtypes.split(","):
-            bench_case(qt, shape, dtype_name, args.q, not args.no_grad_q)
+            rows += bench_case(qt, shape, dtype_name, args.q, not args.no_grad_q)
             torch.cuda.empty_cache()
+    for path in (args.json, args.md):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    md_rows = ["| " + " | ".join("-" if r[c] is None else str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    args.md.write_text("\n".join(lines + md_rows) + "\n")
+    print(f"wrote {args.json} and {args.md}")
     return 0
 
 
