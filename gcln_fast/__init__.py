@@ -7,9 +7,11 @@ Entry points: :func:`qnt` (functional), :class:`QuantizedDCT` (layer),
 
 from .layer import QuantizedDCT
 from .ops import QNTFunction, available_backends, qnt, qnt_backward
+from .qnt_constants import SURROGATES
 from .reference import dct_matrix, qnt_reference
 
 __all__ = [
+    "SURROGATES",
     "QuantizedDCT",
     "QNTFunction",
     "available_backends",

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_qnt_cuda import assert_grad_q_close
 
-from gcln_fast.reference import qnt_reference
+from gcln_fast._validate import canonical_q
 
-from helpers import assert_qnt_close, make_q, rand, randn
+from helpers import assert_grads_close, assert_qnt_close, make_q, rand, randn
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM_DIR = ROOT / "csrc" / "cuda" / "tests"
@@ -55,10 +54,9 @@ def sim(request):
     return torch.ops.gcln_fast_cuda_sim
 
 
-def canonical(q, channels):
-    """q (a number, (8, 8) or (C, 8, 8)) as the ops' float32 (Cq, 8, 8) table."""
-    q = torch.as_tensor(q, dtype=torch.float32)
-    return q.expand(1, 8, 8).contiguous() if q.dim() < 3 else q.contiguous()
+def canonical(q, x):
+    """q in any form as the ops' float32 (Nq, Cq, 8, 8) table."""
+    return canonical_q(q, x, 255.0)
 
 
 def launches(sim):
@@ -98,10 +96,10 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 @pytest.mark.parametrize("form", ["scalar", "freq", "channel"])
 def test_forward_every_thread_matches_reference(sim, shape, dtype, form):
     x = rand(shape, dtype)
-    q = make_q(form, shape[1])
-    y = sim.qnt(x, canonical(q, shape[1]), 255.0, H200_SMS, 0)
+    q = make_q(form, shape)
+    y = sim.qnt(x, canonical(q, x), 255.0, H200_SMS, 0)
     assert y.dtype == dtype and y.shape == x.shape
-    assert_qnt_close(y, qnt_reference(x, q), x, q)
+    assert_qnt_close(y, x, q)
     cq = shape[1] if form == "channel" else 1
     want = ([("step_table_kernel", math.ceil(cq * 64 / 256))] if cq > 4 else []) + [
         ("qnt_forward_kernel", math.ceil(blocks(shape) / GROUPS))
@@ -129,22 +127,22 @@ def test_forward_layouts(sim, view, dtype):
     x = poisoned_view(shape, dtype, make_view)
     if view == "channels_last":  # contiguous() made a copy: nothing to poison, but the layout is the point
         assert x.is_contiguous(memory_format=torch.channels_last)
-    q = make_q("channel", shape[1])
-    y = sim.qnt(x, canonical(q, shape[1]), 255.0, H200_SMS, 0)
+    q = make_q("channel", shape)
+    y = sim.qnt(x, canonical(q, x), 255.0, H200_SMS, 0)
     assert y.stride() == torch.empty_like(x).stride()
-    assert_qnt_close(y, qnt_reference(x.contiguous(), q), x.contiguous(), q)
+    assert_qnt_close(y, x.contiguous(), q)
 
 
 @pytest.mark.parametrize("scale", [1.0, 1000.0])
 def test_forward_scale(sim, scale):
     x = rand((2, 2, 11, 19))
-    q = make_q("freq", 2) / (50 if scale == 1.0 else 1)
-    assert_qnt_close(sim.qnt(x, canonical(q, 2), scale, H200_SMS, 0), qnt_reference(x, q, scale), x, q, scale)
+    q = make_q("freq", x.shape) / (50 if scale == 1.0 else 1)
+    assert_qnt_close(sim.qnt(x, canonical_q(q, x, scale), scale, H200_SMS, 0), x, q, scale)
 
 
 def test_forward_does_not_depend_on_the_thread_schedule(sim):
     x = rand((2, 5, 26, 35)).contiguous(memory_format=torch.channels_last)
-    table = canonical(make_q("channel", 5), 5)
+    table = canonical(make_q("channel", (2, 5)), x)
     outs = [sim.qnt(x, table, 255.0, H200_SMS, order) for order in range(3)]
     assert all(torch.equal(outs[0], o) for o in outs[1:])
 
@@ -168,15 +166,15 @@ def grad_q_ctas(shape, cq, sms):
 @pytest.mark.parametrize("sms", [1, H200_SMS])
 def test_grad_q_every_thread_matches_reference(sim, shape, form, sms):
     x, gy = rand(shape), randn(shape, seed=5)
-    q = make_q(form, shape[1])
-    table = canonical(q, shape[1])
+    q = make_q(form, shape)
+    table = canonical(q, x)
     got = sim.qnt_grad_q(gy, x, table, 255.0, sms, 0)
     assert got.shape == table.shape and got.dtype == torch.float32
-    assert_grad_q_close(got.sum() if q.dim() == 0 else got.reshape(q.shape), x, gy, q)
-    ctas = grad_q_ctas(shape, table.shape[0], sms)
+    assert_grads_close(None, got, x, gy, q)
+    ctas = grad_q_ctas(shape, table.shape[1], sms)
     assert launches(sim) == [
-        ("qnt_grad_q_partial_kernel", ctas * table.shape[0]),
-        ("qnt_grad_q_final_kernel", table.shape[0]),
+        ("qnt_grad_q_partial_kernel", ctas * table.shape[1]),
+        ("qnt_grad_q_final_kernel", table.shape[1]),
     ]
 
 
@@ -190,22 +188,22 @@ def test_grad_q_layouts_and_dtypes(sim, dtype, layout):
         x = x.contiguous(memory_format=torch.channels_last)
     else:
         gy = poisoned_view(shape, dtype, lambda t: t[:2, 1:4, ::3, ::3], seed=6)
-    q = make_q("channel", 3)
-    got = sim.qnt_grad_q(gy, x, canonical(q, 3), 255.0, 2, 0)
-    assert_grad_q_close(got, x.contiguous(), gy.contiguous(), q)
+    q = make_q("channel", shape)
+    got = sim.qnt_grad_q(gy, x, canonical(q, x), 255.0, 2, 0)
+    assert_grads_close(None, got, x.contiguous(), gy.contiguous(), q)
 
 
 def test_grad_q_accepts_grad_y_of_another_dtype(sim):
     x = rand((2, 3, 16, 24), torch.float16)
     gy = randn((2, 3, 16, 24), seed=2)
-    table = torch.full((3, 8, 8), 5.0)
+    table = torch.full((1, 3, 8, 8), 5.0)
     assert torch.equal(sim.qnt_grad_q(gy, x, table, 255.0, 3, 0), sim.qnt_grad_q(gy.half(), x, table, 255.0, 3, 0))
 
 
 @pytest.mark.parametrize("cq", [1, 3])
 def test_grad_q_is_deterministic_under_any_thread_schedule(sim, cq):
     x, gy = rand((3, 3, 30, 37)), randn((3, 3, 30, 37), seed=7)
-    table = torch.full((cq, 8, 8), 5.0)
+    table = torch.full((1, cq, 8, 8), 5.0)
     outs = [sim.qnt_grad_q(gy, x, table, 255.0, 2, order) for order in range(3)]
     assert all(torch.equal(outs[0], o) for o in outs[1:])
 
@@ -213,18 +211,18 @@ def test_grad_q_is_deterministic_under_any_thread_schedule(sim, cq):
 def test_empty_tensors_launch_nothing(sim):
     for shape in [(0, 3, 8, 8), (2, 3, 0, 5)]:
         x = torch.empty(shape)
-        assert sim.qnt(x, torch.full((1, 8, 8), 4.0), 255.0, 1, 0).shape == shape
+        assert sim.qnt(x, torch.full((1, 1, 8, 8), 4.0), 255.0, 1, 0).shape == shape
         assert launches(sim) == []
-        gq = sim.qnt_grad_q(x, x, torch.full((3, 8, 8), 4.0), 255.0, 1, 0)
-        assert launches(sim) == [] and gq.shape == (3, 8, 8) and not bool(gq.any())
+        gq = sim.qnt_grad_q(x, x, torch.full((1, 3, 8, 8), 4.0), 255.0, 1, 0)
+        assert launches(sim) == [] and gq.shape == (1, 3, 8, 8) and not bool(gq.any())
 
 
 def test_checks_of_the_host_side(sim):
     x = rand((1, 3, 8, 8))
     with pytest.raises(ValueError, match="q must have shape"):
-        sim.qnt(x, torch.ones(2, 8, 8), 255.0, 1, 0)
+        sim.qnt(x, torch.ones(1, 2, 8, 8), 255.0, 1, 0)
     with pytest.raises(ValueError, match="grad_y must have"):
-        sim.qnt_grad_q(x[:, :, :4], x, torch.ones(1, 8, 8), 255.0, 1, 0)
+        sim.qnt_grad_q(x[:, :, :4], x, torch.ones(1, 1, 8, 8), 255.0, 1, 0)
 
 
 # ----------------------------------------------------------------------------- the checker itself

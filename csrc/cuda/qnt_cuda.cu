@@ -145,11 +145,34 @@ at::Tensor qnt_grad_q_cuda(const at::Tensor& grad_y, const at::Tensor& x, const 
   return qnt_grad_q(grad_y, x, q, scale, launch);
 }
 
+// Bridge from the second-edition schema (docs/qnt-op.md) to the kernels
+// above, which implement shared tables (Nq = 1), the hard forward and grad_q of
+// the identity surrogate so far; the rest raises until this backend has it.
+at::Tensor qnt_cuda_v2(const at::Tensor& x, const at::Tensor& q, double scale, c10::string_view surrogate,
+                       bool soft_forward) {
+  const block::Surrogate s = parse_surrogate(surrogate);
+  TORCH_CHECK(!soft_forward || s == block::Surrogate::kIdentity,
+              "gcln_fast::qnt (CUDA): soft_forward is not implemented in this backend yet");
+  return qnt_cuda(x, q, scale);
+}
+
+std::tuple<at::Tensor, at::Tensor> qnt_backward_cuda_v2(const at::Tensor& grad_y, const at::Tensor& x,
+                                                        const at::Tensor& q, double scale, c10::string_view surrogate,
+                                                        bool soft_forward, bool need_grad_x, bool need_grad_q) {
+  (void)soft_forward;
+  const block::Surrogate s = parse_surrogate(surrogate);
+  TORCH_CHECK(s == block::Surrogate::kIdentity && !need_grad_x,
+              "gcln_fast::qnt_backward (CUDA): only grad_q of the identity surrogate is implemented in this "
+              "backend yet");
+  at::Tensor gq = need_grad_q ? qnt_grad_q_cuda(grad_y, x, q, scale) : at::empty({0}, q.options());
+  return {at::empty({0}, x.options()), gq};
+}
+
 }  // namespace
 }  // namespace qnt_cuda
 }  // namespace gcln_fast
 
 TORCH_LIBRARY_IMPL(gcln_fast, CUDA, m) {
-  m.impl("qnt", &gcln_fast::qnt_cuda::qnt_cuda);
-  m.impl("qnt_grad_q", &gcln_fast::qnt_cuda::qnt_grad_q_cuda);
+  m.impl("qnt", &gcln_fast::qnt_cuda::qnt_cuda_v2);
+  m.impl("qnt_backward", &gcln_fast::qnt_cuda::qnt_backward_cuda_v2);
 }

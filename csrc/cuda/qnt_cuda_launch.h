@@ -21,13 +21,6 @@
 #include "qnt_checks.h"
 #include "qnt_cuda_kernels.cuh"
 
-// The op's dtypes only (AT_DISPATCH_FLOATING_TYPES_AND2 would also build double kernels).
-#define GCLN_DISPATCH_QNT_TYPES(TYPE, NAME, ...)                  \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                  \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)    \
-                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)     \
-                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
-
 namespace gcln_fast {
 namespace qnt_cuda {
 
@@ -61,6 +54,7 @@ inline void check_inputs(const at::Tensor& x, const at::Tensor& q, double scale)
   check_qnt_x(x, "x");
   check_qnt_q(x, q);
   check_qnt_scale(scale);
+  TORCH_CHECK(q.size(0) == 1, "gcln_fast::qnt (CUDA): per-sample tables are not implemented in this backend yet");
   for (int d = 0; d < 4; ++d)
     TORCH_CHECK(x.size(d) <= std::numeric_limits<int32_t>::max(), "x dimension ", d, " is too large: ", x.size(d));
 }
@@ -73,7 +67,7 @@ at::Tensor qnt_forward(const at::Tensor& x, const at::Tensor& q_in, double scale
   const at::Tensor q = q_in.contiguous();
   const float scale = static_cast<float>(scale_d);
   const Geom g = geometry_of(x);
-  const int cq = static_cast<int>(q.size(0));
+  const int cq = static_cast<int>(q.size(1));
 
   at::Tensor tables;
   if (cq > kMaxSmemTables) {
@@ -82,7 +76,7 @@ at::Tensor qnt_forward(const at::Tensor& x, const at::Tensor& q_in, double scale
                                                           scale, tables.mutable_data_ptr<float>()});
   }
   const float* gtables = tables.defined() ? tables.const_data_ptr<float>() : nullptr;
-  GCLN_DISPATCH_QNT_TYPES(x.scalar_type(), "gcln_fast_qnt_cuda", [&] {
+  GCLN_DISPATCH_QNT_FLOAT_TYPES(x.scalar_type(), "gcln_fast_qnt_cuda", [&] {
     launch.forward(forward_grid(g), ForwardArgs<scalar_t>{x.const_data_ptr<scalar_t>(), strides_of(x),
                                                          y.mutable_data_ptr<scalar_t>(), strides_of(y), g,
                                                          q.const_data_ptr<float>(), cq, gtables, scale});
@@ -98,8 +92,8 @@ at::Tensor qnt_grad_q(const at::Tensor& grad_y, const at::Tensor& x, const at::T
   TORCH_CHECK_VALUE(grad_y.sizes() == x.sizes(), "grad_y must have x's shape ", x.sizes(), ", got ", grad_y.sizes());
   TORCH_CHECK_VALUE(grad_y.device() == x.device(), "grad_y is on ", grad_y.device(), " but x is on ", x.device());
   const at::Tensor q = q_in.contiguous();
-  const int cq = static_cast<int>(q.size(0));
-  at::Tensor out = at::empty({cq, 8, 8}, q.options());
+  const int cq = static_cast<int>(q.size(1));
+  at::Tensor out = at::empty({1, cq, 8, 8}, q.options());
   if (x.numel() == 0) return out.zero_();
   const float scale = static_cast<float>(scale_d);
   const Geom g = geometry_of(x);
@@ -111,7 +105,7 @@ at::Tensor qnt_grad_q(const at::Tensor& grad_y, const at::Tensor& x, const at::T
   // The gradient arrives in the output's dtype, which is x's; anything else is
   // cast once (as the CPU kernel does) rather than compiling 9 kernels.
   const at::Tensor gy = grad_y.scalar_type() == x.scalar_type() ? grad_y : grad_y.to(x.scalar_type());
-  GCLN_DISPATCH_QNT_TYPES(x.scalar_type(), "gcln_fast_qnt_grad_q_cuda", [&] {
+  GCLN_DISPATCH_QNT_FLOAT_TYPES(x.scalar_type(), "gcln_fast_qnt_grad_q_cuda", [&] {
     launch.grad_q_partial(static_cast<uint32_t>(ctas * cq),
                           GradQArgs<scalar_t>{gy.const_data_ptr<scalar_t>(), strides_of(gy),
                                               x.const_data_ptr<scalar_t>(), strides_of(x), g,
