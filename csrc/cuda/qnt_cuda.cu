@@ -7,9 +7,10 @@
 // programs of per-thread phases and barriers) in qnt_cuda_kernels.cuh and the
 // host side (checks, allocation, launch shapes) in qnt_cuda_launch.h, all
 // shared with the host simulation in csrc/cuda/tests/ that runs every thread
-// of the real launches on the CPU in CI. This file only binds them to CUDA:
-// the execution policy, the __global__ kernels, the launches on the current
-// stream and the op registration.
+// of the real launches on the CPU in CI. The __global__ kernels are in
+// qnt_cuda_forward.cu and qnt_cuda_backward.cu, the device execution policy
+// in qnt_cuda_device.cuh; this file binds the ops to them: launches on the
+// current stream and the op registration.
 //
 // Why 8 threads per 8x8 block, one pixel column each (see the index header):
 // the op is memory bound (at full HBM bandwidth each H200 SM must finish ~2.5
@@ -36,66 +37,13 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "qnt_checks.h"
+#include "qnt_cuda_device.cuh"
 #include "qnt_cuda_launch.h"
 
 namespace gcln_fast {
 namespace qnt_cuda {
 namespace {
-
-// The device execution policy of the CTA programs (qnt_cuda_kernels.cuh):
-// each thread runs its own phase; the barriers are the hardware ones.
-struct DeviceExec {
-  template <typename V>
-  struct Local {
-    V v;
-    GCLN_HD V& operator[](int) { return v; }
-  };
-  GCLN_HD uint32_t block() const {
-#if defined(__CUDA_ARCH__)
-    return blockIdx.x;
-#else
-    return 0;
-#endif
-  }
-  template <typename F>
-  GCLN_HD void threads(F&& f) const {
-#if defined(__CUDA_ARCH__)
-    f(static_cast<int>(threadIdx.x));
-#endif
-  }
-  // The 8 lanes of the calling thread's group.
-  GCLN_HD void sync_group() const {
-#if defined(__CUDA_ARCH__)
-    __syncwarp(0xFFu << (threadIdx.x & 24));
-#endif
-  }
-  GCLN_HD void sync_cta() const {
-#if defined(__CUDA_ARCH__)
-    __syncthreads();
-#endif
-  }
-};
-
-__global__ void __launch_bounds__(kThreads) step_table_kernel(const StepTableArgs a) {
-  step_table_cta(DeviceExec{}, a);
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kThreads) qnt_forward_kernel(const ForwardArgs<T> a) {
-  __shared__ ForwardShared sh;
-  forward_cta(DeviceExec{}, a, sh);
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kThreads) qnt_grad_q_partial_kernel(const GradQArgs<T> a) {
-  __shared__ GradQShared sh;
-  grad_q_partial_cta(DeviceExec{}, a, sh);
-}
-
-__global__ void __launch_bounds__(kFinalThreads) qnt_grad_q_final_kernel(const GradQFinalArgs a) {
-  __shared__ GradQFinalShared sh;
-  grad_q_final_cta(DeviceExec{}, a, sh);
-}
 
 // (ATen/cuda/CUDAContext.h would give the SM count too, but it pulls in
 // cuSPARSE and cuBLAS headers that a bare toolkit may lack.)
@@ -107,65 +55,53 @@ struct CudaLauncher {
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, x.get_device()));
     return n;
   }
-  void step_tables(uint32_t grid, const StepTableArgs& a) const {
-    step_table_kernel<<<grid, kThreads, 0, stream>>>(a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  void step_tables(uint32_t grid, const StepTableArgs& a) const { launch_step_tables(stream, grid, a); }
+  template <typename T>
+  void forward(uint32_t grid, const ForwardArgs<T>& a, block::Surrogate s, bool soft) const {
+    launch_forward(stream, grid, a, s, soft);
   }
   template <typename T>
-  void forward(uint32_t grid, const ForwardArgs<T>& a) const {
-    qnt_forward_kernel<T><<<grid, kThreads, 0, stream>>>(a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  void backward(uint32_t grid, const BackwardArgs<T>& a, block::Surrogate s) const {
+    launch_backward(stream, grid, a, s);
   }
-  template <typename T>
-  void grad_q_partial(uint32_t grid, const GradQArgs<T>& a) const {
-    qnt_grad_q_partial_kernel<T><<<grid, kThreads, 0, stream>>>(a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  void grad_q_final(uint32_t grid, const GradQFinalArgs& a) const {
-    qnt_grad_q_final_kernel<<<grid, kFinalThreads, 0, stream>>>(a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  void grad_q_final(uint32_t grid, const GradQFinalArgs& a) const { launch_grad_q_final(stream, grid, a); }
 };
 
 void check_on_cuda(const at::Tensor& x) {
   TORCH_CHECK(x.is_cuda(), "gcln_fast::qnt (CUDA): x must be a CUDA tensor, got ", x.device());
 }
 
-at::Tensor qnt_cuda(const at::Tensor& x, const at::Tensor& q, double scale) {
+at::Tensor qnt_cuda(const at::Tensor& x, const at::Tensor& q, double scale, c10::string_view surrogate,
+                    bool soft_forward) {
+  const block::Surrogate s = parse_surrogate(surrogate);
   check_on_cuda(x);
   const c10::cuda::CUDAGuard guard(x.device());
   CudaLauncher launch{c10::cuda::getCurrentCUDAStream()};
-  return qnt_forward(x, q, scale, launch);
+  return qnt_forward(x, q, scale, s, soft_forward, launch);
 }
 
-at::Tensor qnt_grad_q_cuda(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& q, double scale) {
+std::tuple<at::Tensor, at::Tensor> qnt_backward_cuda(const at::Tensor& grad_y, const at::Tensor& x,
+                                                     const at::Tensor& q, double scale, c10::string_view surrogate,
+                                                     bool /*soft_forward: the backward is the same*/,
+                                                     bool need_grad_x, bool need_grad_q) {
+  const block::Surrogate s = parse_surrogate(surrogate);
   check_on_cuda(x);
   const c10::cuda::CUDAGuard guard(x.device());
   CudaLauncher launch{c10::cuda::getCurrentCUDAStream()};
-  return qnt_grad_q(grad_y, x, q, scale, launch);
+  return qnt_backward(grad_y, x, q, scale, s, need_grad_x, need_grad_q, launch);
 }
 
-// Bridge from the second-edition schema (docs/qnt-op.md) to the kernels
-// above, which implement shared tables (Nq = 1), the hard forward and grad_q of
-// the identity surrogate so far; the rest raises until this backend has it.
-at::Tensor qnt_cuda_v2(const at::Tensor& x, const at::Tensor& q, double scale, c10::string_view surrogate,
-                       bool soft_forward) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> qnt_rounding_cuda(const at::Tensor& u_in, c10::string_view surrogate) {
+  TORCH_CHECK_TYPE(u_in.scalar_type() == at::kFloat, "u must be float32, got ", u_in.scalar_type());
   const block::Surrogate s = parse_surrogate(surrogate);
-  TORCH_CHECK(!soft_forward || s == block::Surrogate::kIdentity,
-              "gcln_fast::qnt (CUDA): soft_forward is not implemented in this backend yet");
-  return qnt_cuda(x, q, scale);
-}
-
-std::tuple<at::Tensor, at::Tensor> qnt_backward_cuda_v2(const at::Tensor& grad_y, const at::Tensor& x,
-                                                        const at::Tensor& q, double scale, c10::string_view surrogate,
-                                                        bool soft_forward, bool need_grad_x, bool need_grad_q) {
-  (void)soft_forward;
-  const block::Surrogate s = parse_surrogate(surrogate);
-  TORCH_CHECK(s == block::Surrogate::kIdentity && !need_grad_x,
-              "gcln_fast::qnt_backward (CUDA): only grad_q of the identity surrogate is implemented in this "
-              "backend yet");
-  at::Tensor gq = need_grad_q ? qnt_grad_q_cuda(grad_y, x, q, scale) : at::empty({0}, q.options());
-  return {at::empty({0}, x.options()), gq};
+  const c10::cuda::CUDAGuard guard(u_in.device());
+  const at::Tensor u = u_in.contiguous();
+  at::Tensor r = at::empty_like(u), v = at::empty_like(u), d = at::empty_like(u);
+  if (u.numel() > 0) {
+    launch_rounding(c10::cuda::getCurrentCUDAStream(), u.const_data_ptr<float>(), u.numel(), s,
+                    r.mutable_data_ptr<float>(), v.mutable_data_ptr<float>(), d.mutable_data_ptr<float>());
+  }
+  return {r, v, d};
 }
 
 }  // namespace
@@ -173,6 +109,7 @@ std::tuple<at::Tensor, at::Tensor> qnt_backward_cuda_v2(const at::Tensor& grad_y
 }  // namespace gcln_fast
 
 TORCH_LIBRARY_IMPL(gcln_fast, CUDA, m) {
-  m.impl("qnt", &gcln_fast::qnt_cuda::qnt_cuda_v2);
-  m.impl("qnt_backward", &gcln_fast::qnt_cuda::qnt_backward_cuda_v2);
+  m.impl("qnt", &gcln_fast::qnt_cuda::qnt_cuda);
+  m.impl("qnt_backward", &gcln_fast::qnt_cuda::qnt_backward_cuda);
+  m.impl("qnt_rounding", &gcln_fast::qnt_cuda::qnt_rounding_cuda);
 }

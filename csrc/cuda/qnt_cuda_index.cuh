@@ -123,15 +123,48 @@ GCLN_HD BlockPos slot_position(uint32_t slot, const Geom& g) {
   return b;
 }
 
-// Block j (of N * Hb * Wb, bx fastest) of channel c.
-GCLN_HD BlockPos channel_slot_position(uint32_t j, int c, const Geom& g) {
+// The q tables as the kernels see them: block (n, c) uses table
+// n * qsn + c * qsc of the canonical (Nq, Cq, 8, 8) table, with qsn = Cq when
+// Nq > 1 (else 0) and qsc = 1 when Cq > 1 (else 0). Index arithmetic only:
+// per-sample tables cost what a shared table does.
+struct TableMap {
+  int nq, cq;    // the canonical table's Nq, Cq
+  int qsn, qsc;  // table index strides
+  int count;     // nq * cq
+  // Blocks that use one table: n in {tn} (nq > 1) or all N; c in {tc} (cq > 1)
+  // or all C; every (by, bx). `per_table` of them, `cc` channels each.
+  uint32_t per_table;
+  int cc;
+};
+
+GCLN_HD int table_of(const BlockPos& b, const TableMap& m) { return b.n * m.qsn + b.c * m.qsc; }
+
+// Block j (of m.per_table) of table t, in the order of Geom (channels fastest
+// for channels-last input when the table spans several channels, else bx fastest).
+GCLN_HD BlockPos table_slot_position(uint32_t j, int t, const Geom& g, const TableMap& m) {
+  const int n0 = m.nq > 1 ? t / m.cq : 0;
+  const int c0 = m.cq > 1 ? t - (t / m.cq) * m.cq : 0;
   BlockPos b;
-  b.c = c;
-  const uint32_t t0 = g.div_wb.div(j);
-  b.bx = static_cast<int>(j - t0 * static_cast<uint32_t>(g.Wb));
-  const uint32_t t1 = g.div_hb.div(t0);
-  b.by = static_cast<int>(t0 - t1 * static_cast<uint32_t>(g.Hb));
-  b.n = static_cast<int>(t1);
+  uint32_t rest = j;
+  if (g.channel_fastest && m.cc > 1) {
+    const uint32_t t0 = g.div_c.div(rest);
+    b.c = static_cast<int>(rest - t0 * static_cast<uint32_t>(g.C));
+    rest = t0;
+  }
+  const uint32_t t1 = g.div_wb.div(rest);
+  b.bx = static_cast<int>(rest - t1 * static_cast<uint32_t>(g.Wb));
+  const uint32_t t2 = g.div_hb.div(t1);
+  b.by = static_cast<int>(t1 - t2 * static_cast<uint32_t>(g.Hb));
+  if (g.channel_fastest && m.cc > 1) {
+    b.n = n0 + static_cast<int>(t2);
+  } else if (m.cc > 1) {
+    const uint32_t t3 = g.div_c.div(t2);
+    b.c = static_cast<int>(t2 - t3 * static_cast<uint32_t>(g.C));
+    b.n = n0 + static_cast<int>(t3);
+  } else {
+    b.c = c0;
+    b.n = n0 + static_cast<int>(t2);
+  }
   return b;
 }
 
@@ -216,9 +249,13 @@ GCLN_HD void write_row(float* buf, int i, const float v[8]) { shared_store8(buf 
 
 // Step tables: entry (r, j) of a table at r * kRowPitch + j, so that thread i
 // fetches the 8 steps of its coefficient row i as two conflict-free float4.
-// Per channel: the inverse steps (scale / q) then the steps (q / scale).
+// Per table: the inverse steps (scale / q) then the steps (q / scale).
 constexpr int kTableFloats = 2 * kBlockFloats;
-constexpr int kMaxSmemTables = 4;  // per-channel tables held in shared memory (RGB and RGBA)
+// Tables a forward CTA holds in shared memory: all of them when there are at
+// most this many (shared, per-channel up to 8 channels), else the range of
+// consecutive tables its 32 blocks use (per-sample tables; see
+// forward_table_mode in qnt_cuda_kernels.cuh). 6 KB of shared memory.
+constexpr int kMaxSmemTables = 8;
 
 }  // namespace qnt_cuda
 }  // namespace gcln_fast

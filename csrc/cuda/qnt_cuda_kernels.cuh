@@ -33,28 +33,48 @@ namespace qnt_cuda {
 // Stage 2 of grad_q: one CTA of 64 x kFinalRows threads per table.
 constexpr int kFinalRows = 16;
 constexpr int kFinalThreads = 64 * kFinalRows;
-// Stage 1 CTAs per SM: 4 x 256 threads keep 16 loads per thread in flight
+// Backward CTAs per SM: 4 x 256 threads keep 16 loads per thread in flight
 // (default, not measured) while keeping the partials few enough for stage 2 to
 // be a negligible pass.
-constexpr int kGradCtasPerSm = 4;
+constexpr int kBackwardCtasPerSm = 4;
 
 // Forward: one CTA per kGroups consecutive blocks of Geom's order, no loop, so
 // every thread has its 8 loads in flight at once and the grid covers the tensor.
 inline uint32_t forward_grid(const Geom& g) { return (g.total + kGroups - 1) / kGroups; }
 
-// Step tables in global memory for cq > kMaxSmemTables: one thread per entry.
-inline uint32_t step_table_grid(int cq) {
-  return static_cast<uint32_t>((static_cast<int64_t>(cq) * 64 + kThreads - 1) / kThreads);
+// Step tables in global memory (TableMode::kGlobal): one thread per entry.
+inline uint32_t step_table_grid(int tables) {
+  return static_cast<uint32_t>((static_cast<int64_t>(tables) * 64 + kThreads - 1) / kThreads);
 }
 
-// grad_q stage 1: CTAs per q table. The grid is cq groups of that many CTAs;
-// it depends only on the shape and the SM count, so the partial sums and
-// their order are reproducible.
-inline int64_t grad_q_ctas_per_table(const Geom& g, int cq, int sm_count) {
-  const int64_t count = cq == 1 ? g.total : g.per_channel;  // blocks per table
-  const int64_t useful = (count + kGroups - 1) / kGroups;
-  const int64_t target = static_cast<int64_t>(sm_count) * kGradCtasPerSm;
-  const int64_t want = (target + cq - 1) / cq;
+// Where the forward kernel finds its step tables.
+enum class TableMode : int {
+  kAll = 0,     // every table in each CTA's shared memory (at most kMaxSmemTables)
+  kRange = 1,   // the consecutive tables of the CTA's blocks, in shared memory
+  kGlobal = 2,  // precomputed by step_table_kernel, read through the read-only cache
+};
+
+// kRange needs the table index to be non-decreasing along Geom's block order
+// (so a CTA's tables are the range from its first block's to its last block's)
+// and short ranges: a table is used by a run of `run` consecutive blocks, so
+// kGroups consecutive blocks see at most ceil((kGroups - 1) / run) + 1 tables.
+inline TableMode forward_table_mode(const Geom& g, const TableMap& m) {
+  if (m.count <= kMaxSmemTables) return TableMode::kAll;
+  const bool monotone = g.channel_fastest ? m.qsc == 0 : (g.N == 1 || m.qsn >= (g.C - 1) * m.qsc);
+  const int64_t run = static_cast<int64_t>(g.Hb) * g.Wb * (m.qsc == 0 ? g.C : 1);
+  const int64_t most = (kGroups - 1 + run - 1) / run + 1;
+  return monotone && most <= kMaxSmemTables ? TableMode::kRange : TableMode::kGlobal;
+}
+
+// Backward: the grid is m.count groups (one per table, so that the CTAs of a
+// group write the partial sums of that table only) of this many CTAs each,
+// each CTA walking its table's blocks with a grid-stride loop. It depends only
+// on the shape and the SM count, so the partial sums and their order are
+// reproducible.
+inline int64_t backward_ctas_per_table(const TableMap& m, int sm_count) {
+  const int64_t useful = (static_cast<int64_t>(m.per_table) + kGroups - 1) / kGroups;
+  const int64_t target = static_cast<int64_t>(sm_count) * kBackwardCtasPerSm;
+  const int64_t want = (target + m.count - 1) / m.count;
   const int64_t ctas = useful < want ? useful : want;
   return ctas > 1 ? ctas : 1;
 }
@@ -68,38 +88,41 @@ struct ForwardArgs {
   T* y;
   Strides sy;
   Geom g;
-  const float* q;       // (cq, 8, 8)
-  int cq;
-  const float* tables;  // (cq, kTableFloats) step tables, or nullptr: built in shared memory
+  const float* q;  // (m.count, 64)
+  TableMap m;
+  TableMode mode;
+  const float* tables;  // kGlobal: (m.count, kTableFloats) step tables
   float scale;
 };
 
 struct StepTableArgs {
   const float* q;
-  int64_t entries;  // cq * 64
+  int64_t entries;  // tables * 64
   float scale;
   float* tables;
 };
 
 template <typename T>
-struct GradQArgs {
+struct BackwardArgs {
   const T* gy;
   Strides sg;
   const T* x;
   Strides sx;
+  T* gx;  // nullptr: grad_x not wanted
+  Strides sgx;
   Geom g;
   const float* q;
-  int cq;
+  TableMap m;
   float scale;
   uint32_t ctas;    // CTAs per table
-  float* partials;  // (cq * ctas, 64)
+  float* partials;  // (m.count * ctas, 64), or nullptr: grad_q not wanted
 };
 
 struct GradQFinalArgs {
   const float* partials;
   uint32_t ctas;
   float scale;
-  float* out;  // (cq, 64)
+  float* out;  // (tables, 64)
 };
 
 // Shared memory of each kernel (a __shared__ variable on the device).
@@ -108,7 +131,7 @@ struct ForwardShared {
   alignas(16) float buf[kGroups * kFwdGroupPitch];
 };
 
-struct GradQShared {
+struct BackwardShared {
   alignas(16) float inv[kBlockFloats];
   alignas(16) float buf[kGroups * kGradGroupPitch];  // also the kGroups x 64 reduction buffer
 };
@@ -119,9 +142,9 @@ struct GradQFinalShared {
 
 // ----------------------------------------------------------------------------- per-thread phases
 
-// A thread's place: group `group` of the CTA owns block `slot`, and the thread
-// is its column i. Threads of a group past the last block are inactive (they
-// still execute every barrier).
+// A thread's place: group `group` of the CTA owns block `b`, and the thread is
+// its column i. Threads of a group past the last block are inactive (they still
+// execute every barrier).
 struct Lane {
   int group, i;
   bool active;
@@ -140,11 +163,21 @@ GCLN_HD Lane forward_lane(uint32_t cta, int t, const Geom& g) {
 
 // Entry e of the q tables (table e / 64, coefficient e % 64): where it goes in
 // the step tables, and its two values, correctly rounded.
-GCLN_HD int64_t step_table_offset(int64_t e) {
-  return (e >> 6) * kTableFloats + ((e & 63) >> 3) * kRowPitch + (e & 7);
-}
+GCLN_HD int64_t step_table_offset(int64_t e) { return (e >> 6) * kTableFloats + ((e & 63) >> 3) * kRowPitch + (e & 7); }
 GCLN_HD float inverse_step(float q, float scale) { return div_rn(scale, q); }
 GCLN_HD float step_of(float q, float scale) { return div_rn(q, scale); }
+
+// Rows of x (or of grad_x) past the image's last row (column) are added onto
+// it: the adjoint of the replicate padding, for one column (row) v whose
+// in-image part ends at index `last` (>= 0). Interior blocks skip it.
+GCLN_HD void fold_onto_last(float v[8], int last) {
+  if (last >= 7) return;
+  float tail = 0.0f;
+  GCLN_UNROLL
+  for (int k = 1; k < 8; ++k) tail += k > last ? v[k] : 0.0f;
+  GCLN_UNROLL
+  for (int k = 0; k < 7; ++k) v[k] += k == last ? tail : 0.0f;
+}
 
 // Forward, phase 1: column i of the block, column DCT, into the block buffer.
 template <typename T>
@@ -158,12 +191,13 @@ GCLN_HD void forward_columns(const T* __restrict__ x, const Strides& sx, const G
 
 // Forward, phase 2: row i: row DCT (coefficients Z[i][0..7]), quantize with
 // the steps of coefficient row i, inverse row DCT, back in place.
+template <block::Surrogate S, bool kSoft>
 GCLN_HD void forward_rows(float* buf, int i, const float inv[8], const float step[8]) {
   float v[8];
   read_row(buf, i, v);
   block::fdct8(v);  // v[j] = Z[i][j]
   GCLN_UNROLL
-  for (int j = 0; j < 8; ++j) v[j] = block::quantize(v[j], inv[j], step[j]);
+  for (int j = 0; j < 8; ++j) v[j] = block::quantize_as<S, kSoft>(v[j], inv[j], step[j]);
   block::idct8(v);  // v[j] = (Zq D)[i][j]
   write_row(buf, i, v);
 }
@@ -178,11 +212,11 @@ GCLN_HD void forward_store(const float* buf, T* __restrict__ y, const Strides& s
   store_column(y, sy, g, b, i, v);
 }
 
-// grad_q, phase 1: columns of x (replicate-padded) and of grad_y
+// Backward, phase 1: columns of x (replicate-padded) and of grad_y
 // (zero-padded), column DCTs, into the two block buffers.
 template <typename T>
-GCLN_HD void grad_columns(const T* __restrict__ x, const Strides& sx, const T* __restrict__ gy, const Strides& sg,
-                          const Geom& g, const BlockPos& b, int i, float* xbuf, float* gbuf) {
+GCLN_HD void backward_columns(const T* __restrict__ x, const Strides& sx, const T* __restrict__ gy, const Strides& sg,
+                              const Geom& g, const BlockPos& b, int i, float* xbuf, float* gbuf) {
   float z[8], gv[8];
   load_column_replicate(x, sx, g, b, i, z);
   load_column_zero(gy, sg, g, b, i, gv);
@@ -192,23 +226,46 @@ GCLN_HD void grad_columns(const T* __restrict__ x, const Strides& sx, const T* _
   write_column(gbuf, i, gv);
 }
 
-// grad_q, phase 2: row i of both, row DCTs, acc[j] += G[i][j] * (round(t) - t)
-// with t = Z_x[i][j] * inv[j]. (The caller applies 1/scale to the total.)
-GCLN_HD void grad_rows(const float* xbuf, const float* gbuf, int i, const float inv[8], float acc[8]) {
+// Backward, phase 2: row i of both, row DCTs: Z_x[i][j] and G[i][j]; with
+// u = Z_x * inv = Z / q: acc[j] += G (s(u) - u s'(u)) (the caller applies
+// 1/scale to the total) and, for grad_x, row i of (s'(u) * G) D, its columns
+// past the image folded onto the last, back into the x buffer.
+template <block::Surrogate S>
+GCLN_HD void backward_rows(float* xbuf, const float* gbuf, int i, const float inv[8], float acc[8], bool need_gx,
+                           bool need_gq, int last_col) {
   float z[8], gv[8];
   read_row(xbuf, i, z);
   read_row(gbuf, i, gv);
   block::fdct8(z);   // Z_x[i][j]
   block::fdct8(gv);  // G[i][j]
   GCLN_UNROLL
-  for (int j = 0; j < 8; ++j) acc[j] = ::fmaf(gv[j], block::lsq_residual(z[j], inv[j]), acc[j]);
+  for (int j = 0; j < 8; ++j) {
+    const float u = z[j] * inv[j];
+    const float r = block::round_tie(u);
+    const float slope = block::surrogate_slope<S>(u, r);
+    if (need_gq) acc[j] = ::fmaf(gv[j], block::surrogate_value<S>(u, r) - u * slope, acc[j]);
+    gv[j] *= slope;
+  }
+  if (!need_gx) return;
+  block::idct8(gv);  // row i of (s'(u) * G) D
+  fold_onto_last(gv, last_col);
+  write_row(xbuf, i, gv);  // a lane rewrites only the row it read
+}
+
+// Backward, phase 3 (grad_x): column i: inverse column DCT, the rows past the
+// image folded onto the last, and the store of the in-image part.
+template <typename T>
+GCLN_HD void backward_store(const float* xbuf, T* __restrict__ gx, const Strides& sgx, const Geom& g,
+                            const BlockPos& b, int i) {
+  float v[8];
+  read_column(xbuf, i, v);
+  block::idct8(v);  // column i of D^T (s'(u) * G) D, columns folded
+  fold_onto_last(v, g.H - 1 - b.by * 8);
+  store_column(gx, sgx, g, b, i, v);
 }
 
 // ----------------------------------------------------------------------------- CTA programs
 
-// Step tables (cq, kTableFloats) in global memory, for cq > kMaxSmemTables
-// tables, which the forward kernel then reads through the read-only cache
-// (dividing in every CTA would cost two IEEE divisions per pixel).
 template <typename Exec>
 GCLN_HD void step_table_cta(const Exec& ex, const StepTableArgs& a) {
   ex.threads([&](int t) {
@@ -221,12 +278,41 @@ GCLN_HD void step_table_cta(const Exec& ex, const StepTableArgs& a) {
   });
 }
 
-template <typename Exec, typename T>
+// The tables [first, first + count) a forward CTA keeps in shared memory.
+struct TableRange {
+  int first, count;
+};
+
+GCLN_HD TableRange forward_tables(uint32_t cta, const Geom& g, const TableMap& m, TableMode mode) {
+  if (mode != TableMode::kRange) return TableRange{0, m.count};
+  const uint32_t first = cta * static_cast<uint32_t>(kGroups);
+  const uint32_t last = first + kGroups - 1 < g.total ? first + kGroups - 1 : g.total - 1;
+  const int lo = table_of(slot_position(first, g), m);
+  return TableRange{lo, table_of(slot_position(last, g), m) - lo + 1};
+}
+
+// The 8 inverse steps and steps of coefficient row i of table t.
+template <typename T>
+GCLN_HD void forward_steps(const ForwardArgs<T>& a, const ForwardShared& sh, const TableRange& r, int t, int i,
+                           float inv[8], float step[8]) {
+  if (a.mode == TableMode::kGlobal) {
+    const float* tab = a.tables + static_cast<int64_t>(t) * kTableFloats + i * kRowPitch;
+    global_load8_ro(tab, inv);
+    global_load8_ro(tab + kBlockFloats, step);
+  } else {
+    const float* tab = sh.tab + (t - r.first) * kTableFloats + i * kRowPitch;
+    shared_load8(tab, inv);
+    shared_load8(tab + kBlockFloats, step);
+  }
+}
+
+template <typename Exec, typename T, block::Surrogate S, bool kSoft>
 GCLN_HD void forward_cta(const Exec& ex, const ForwardArgs<T>& a, ForwardShared& sh) {
-  if (a.tables == nullptr) {  // 1..kMaxSmemTables tables: divide once per CTA, in shared memory
+  const TableRange range = forward_tables(ex.block(), a.g, a.m, a.mode);
+  if (a.mode != TableMode::kGlobal) {  // divide once per CTA, in shared memory
     ex.threads([&](int t) {
-      for (int e = t; e < a.cq * 64; e += kThreads) {
-        const float qe = global_load(a.q + e);
+      for (int e = t; e < range.count * 64; e += kThreads) {
+        const float qe = global_load(a.q + static_cast<int64_t>(range.first) * 64 + e);
         float* entry = sh.tab + step_table_offset(e);
         shared_store(entry, inverse_step(qe, a.scale));
         shared_store(entry + kBlockFloats, step_of(qe, a.scale));
@@ -244,16 +330,9 @@ GCLN_HD void forward_cta(const Exec& ex, const ForwardArgs<T>& a, ForwardShared&
   ex.threads([&](int t) {
     const Lane& l = lane[t];
     if (!l.active) return;
-    const int64_t tab = static_cast<int64_t>(a.cq == 1 ? 0 : l.b.c) * kTableFloats + l.i * kRowPitch;
     float inv[8], step[8];
-    if (a.tables == nullptr) {
-      shared_load8(sh.tab + tab, inv);
-      shared_load8(sh.tab + tab + kBlockFloats, step);
-    } else {
-      global_load8_ro(a.tables + tab, inv);
-      global_load8_ro(a.tables + tab + kBlockFloats, step);
-    }
-    forward_rows(sh.buf + l.group * kFwdGroupPitch, l.i, inv, step);  // a lane rewrites only the row it read
+    forward_steps(a, sh, range, table_of(l.b, a.m), l.i, inv, step);
+    forward_rows<S, kSoft>(sh.buf + l.group * kFwdGroupPitch, l.i, inv, step);
   });
   ex.sync_group();
   ex.threads([&](int t) {
@@ -262,14 +341,14 @@ GCLN_HD void forward_cta(const Exec& ex, const ForwardArgs<T>& a, ForwardShared&
   });
 }
 
-// grad_q, stage 1. CTA `cta` of table `table` covers the blocks whose
-// coefficients feed grad_q[table] (channel `table`, or every block when q is
-// shared) with a grid-stride loop, each thread accumulating the 8
-// coefficients of its row i in registers; then the CTA sums its kGroups
+// The fused backward, stage 1: CTA `cta` of table `table` walks the blocks
+// that use that table with a grid-stride loop; for each, grad_x (when wanted)
+// is stored, and each thread accumulates the grad_q terms of its coefficient
+// row in registers. Then (when grad_q is wanted) the CTA sums its kGroups
 // groups in a fixed order into one 64-float partial row. No atomics: the
 // result is bitwise reproducible.
-template <typename Exec, typename T>
-GCLN_HD void grad_q_partial_cta(const Exec& ex, const GradQArgs<T>& a, GradQShared& sh) {
+template <typename Exec, typename T, block::Surrogate S>
+GCLN_HD void backward_cta(const Exec& ex, const BackwardArgs<T>& a, BackwardShared& sh) {
   struct State {
     Lane l;
     float inv[8], acc[8];
@@ -277,6 +356,7 @@ GCLN_HD void grad_q_partial_cta(const Exec& ex, const GradQArgs<T>& a, GradQShar
   typename Exec::template Local<State> st;
   const uint32_t table = ex.block() / a.ctas;
   const uint32_t cta = ex.block() - table * a.ctas;
+  const bool need_gx = a.gx != nullptr, need_gq = a.partials != nullptr;
   ex.threads([&](int t) {
     const float* qt = a.q + static_cast<int64_t>(table) * 64;
     for (int k = t; k < 64; k += kThreads) {
@@ -292,26 +372,37 @@ GCLN_HD void grad_q_partial_cta(const Exec& ex, const GradQArgs<T>& a, GradQShar
     GCLN_UNROLL
     for (int j = 0; j < 8; ++j) s.acc[j] = 0.0f;
   });
-  const uint32_t count = a.cq == 1 ? a.g.total : a.g.per_channel;
   const uint32_t stride = a.ctas * static_cast<uint32_t>(kGroups);
-  for (uint32_t base = cta * static_cast<uint32_t>(kGroups); base < count; base += stride) {
+  for (uint32_t base = cta * static_cast<uint32_t>(kGroups); base < a.m.per_table; base += stride) {
     ex.threads([&](int t) {
       State& s = st[t];
       const uint32_t slot = base + static_cast<uint32_t>(s.l.group);
-      s.l.active = slot < count;
+      s.l.active = slot < a.m.per_table;
       if (!s.l.active) return;
-      s.l.b = a.cq == 1 ? slot_position(slot, a.g) : channel_slot_position(slot, static_cast<int>(table), a.g);
+      s.l.b = table_slot_position(slot, static_cast<int>(table), a.g, a.m);
       float* xbuf = sh.buf + s.l.group * kGradGroupPitch;
-      grad_columns(a.x, a.sx, a.gy, a.sg, a.g, s.l.b, s.l.i, xbuf, xbuf + kBlockFloats);
+      backward_columns(a.x, a.sx, a.gy, a.sg, a.g, s.l.b, s.l.i, xbuf, xbuf + kBlockFloats);
     });
     ex.sync_group();
     ex.threads([&](int t) {
       State& s = st[t];
-      const float* xbuf = sh.buf + s.l.group * kGradGroupPitch;
-      if (s.l.active) grad_rows(xbuf, xbuf + kBlockFloats, s.l.i, s.inv, s.acc);
+      float* xbuf = sh.buf + s.l.group * kGradGroupPitch;
+      if (s.l.active) {
+        backward_rows<S>(xbuf, xbuf + kBlockFloats, s.l.i, s.inv, s.acc, need_gx, need_gq,
+                         a.g.W - 1 - s.l.b.bx * 8);
+      }
     });
-    ex.sync_group();  // the next write_column overwrites rows other lanes read above
+    ex.sync_group();
+    // (No barrier after this phase: a lane reads back only its own column i,
+    // which the next block's phase 1 overwrites in that same lane.)
+    if (need_gx) {
+      ex.threads([&](int t) {
+        const State& s = st[t];
+        if (s.l.active) backward_store(sh.buf + s.l.group * kGradGroupPitch, a.gx, a.sgx, a.g, s.l.b, s.l.i);
+      });
+    }
   }
+  if (!need_gq) return;
   ex.sync_cta();
   float* red = sh.buf;  // kGroups x 64, reusing the transpose buffers
   ex.threads([&](int t) { shared_store8(red + t * 8, st[t].acc); });
@@ -329,8 +420,7 @@ GCLN_HD void grad_q_partial_cta(const Exec& ex, const GradQArgs<T>& a, GradQShar
 // fixed order (kFinalRows interleaved running sums, then those in order; the
 // running sums keep enough loads in flight that this pass is not latency
 // bound) and applies the contract's 1/scale: G is the transform of grad_y
-// itself and round(t) - t is taken on t = Z_x * scale / q = Z / q, so nothing
-// else carries a scale.
+// itself and u = Z_x * scale / q = Z / q, so nothing else carries a scale.
 template <typename Exec>
 GCLN_HD void grad_q_final_cta(const Exec& ex, const GradQFinalArgs& a, GradQFinalShared& sh) {
   const uint32_t table = ex.block();

@@ -10,10 +10,15 @@
 // result that depends on the schedule also shows up as a difference between
 // orders.
 //
-// Ops (CPU tensors): gcln_fast_cuda_sim::qnt(x, q, scale, sm_count, order),
-// gcln_fast_cuda_sim::qnt_grad_q(grad_y, x, q, scale, sm_count, order), and
-// gcln_fast_cuda_sim::launches() -> int[]: (kernel id, grid) pairs of the last
-// call (ids: 0 step tables, 1 forward, 2 grad_q partials, 3 grad_q final).
+// Ops (CPU tensors), the CUDA ops' arguments plus the SM count the launch
+// shapes assume and the thread order:
+//   gcln_fast_cuda_sim::qnt(x, q, scale, surrogate, soft_forward, sm_count, order)
+//   gcln_fast_cuda_sim::qnt_backward(grad_y, x, q, scale, surrogate, soft_forward,
+//                                    need_grad_x, need_grad_q, sm_count, order)
+//   gcln_fast_cuda_sim::launches() -> int[]: (kernel id, grid, detail) of each
+//     launch of the last call (ids: 0 step tables, 1 forward, 2 backward,
+//     3 grad_q final; detail: the forward's TableMode, else 0)
+//   gcln_fast_cuda_sim::checker_selftest(fault): the checker on planted faults.
 #include <torch/library.h>
 
 #include <algorithm>
@@ -105,34 +110,47 @@ class SimLauncher {
   int sm_count(const at::Tensor&) const { return sm_count_; }
 
   void step_tables(uint32_t grid, const StepTableArgs& a) {
-    checker_.begin_launch("step_table_kernel", grid);
+    begin("step_table_kernel", grid);
     checker_.add_input(a.q, a.entries * sizeof(float), "q");
     checker_.add_output(a.tables, (a.entries / 64) * kTableFloats * sizeof(float), sizeof(float), "step tables", false);
     run<kThreads, Empty>(grid, [&](const HostExec<kThreads>& ex, Empty&) { step_table_cta(ex, a); });
   }
 
   template <typename T>
-  void forward(uint32_t grid, const ForwardArgs<T>& a) {
-    checker_.begin_launch("qnt_forward_kernel", grid);
+  void forward(uint32_t grid, const ForwardArgs<T>& a, block::Surrogate s, bool soft) {
+    begin("qnt_forward_kernel", grid, static_cast<int64_t>(a.mode));
     checker_.add_input(a.x, view_bytes<T>(a.g, a.sx), "x");
-    checker_.add_input(a.q, a.cq * 64 * sizeof(float), "q");
+    checker_.add_input(a.q, a.m.count * 64 * sizeof(float), "q");
     add_dense_output(checker_, a.y, a.g, a.sy, "y");
-    run<kThreads, ForwardShared>(grid, [&](const HostExec<kThreads>& ex, ForwardShared& sh) { forward_cta(ex, a, sh); });
+    // As launch_forward (qnt_cuda_forward.cu) picks the instantiation.
+    with_surrogate(soft ? s : block::Surrogate::kIdentity, [&](auto sc) {
+      constexpr block::Surrogate S = decltype(sc)::value;
+      run<kThreads, ForwardShared>(grid, [&](const HostExec<kThreads>& ex, ForwardShared& sh) {
+        forward_cta<HostExec<kThreads>, T, S, S != block::Surrogate::kIdentity>(ex, a, sh);
+      });
+    });
   }
 
   template <typename T>
-  void grad_q_partial(uint32_t grid, const GradQArgs<T>& a) {
-    checker_.begin_launch("qnt_grad_q_partial_kernel", grid);
+  void backward(uint32_t grid, const BackwardArgs<T>& a, block::Surrogate s) {
+    begin("qnt_backward_kernel", grid);
     checker_.add_input(a.gy, view_bytes<T>(a.g, a.sg), "grad_y");
     checker_.add_input(a.x, view_bytes<T>(a.g, a.sx), "x");
-    checker_.add_input(a.q, a.cq * 64 * sizeof(float), "q");
-    checker_.add_output(a.partials, static_cast<std::size_t>(grid) * 64 * sizeof(float), sizeof(float), "partials",
-                        true);
-    run<kThreads, GradQShared>(grid, [&](const HostExec<kThreads>& ex, GradQShared& sh) { grad_q_partial_cta(ex, a, sh); });
+    checker_.add_input(a.q, a.m.count * 64 * sizeof(float), "q");
+    if (a.gx != nullptr) add_dense_output(checker_, a.gx, a.g, a.sgx, "grad_x");
+    if (a.partials != nullptr) {
+      checker_.add_output(a.partials, static_cast<std::size_t>(grid) * 64 * sizeof(float), sizeof(float), "partials",
+                          true);
+    }
+    with_surrogate(s, [&](auto sc) {
+      run<kThreads, BackwardShared>(grid, [&](const HostExec<kThreads>& ex, BackwardShared& sh) {
+        backward_cta<HostExec<kThreads>, T, decltype(sc)::value>(ex, a, sh);
+      });
+    });
   }
 
   void grad_q_final(uint32_t grid, const GradQFinalArgs& a) {
-    checker_.begin_launch("qnt_grad_q_final_kernel", grid);
+    begin("qnt_grad_q_final_kernel", grid);
     checker_.expect_all_read(a.partials);
     checker_.add_output(a.out, static_cast<std::size_t>(grid) * 64 * sizeof(float), sizeof(float), "grad_q", true);
     run<kFinalThreads, GradQFinalShared>(
@@ -140,19 +158,26 @@ class SimLauncher {
   }
 
   std::vector<int64_t> launches() const {
-    static const char* names[] = {"step_table_kernel", "qnt_forward_kernel", "qnt_grad_q_partial_kernel",
+    static const char* names[] = {"step_table_kernel", "qnt_forward_kernel", "qnt_backward_kernel",
                                   "qnt_grad_q_final_kernel"};
     std::vector<int64_t> out;
-    for (const auto& [kernel, grid] : checker_.launches()) {
+    for (std::size_t k = 0; k < checker_.launches().size(); ++k) {
+      const auto& [kernel, grid] = checker_.launches()[k];
       out.push_back(std::find_if(std::begin(names), std::end(names), [&](const char* n) { return kernel == n; }) -
                     std::begin(names));
       out.push_back(grid);
+      out.push_back(detail_[k]);
     }
     return out;
   }
 
  private:
   struct Empty {};
+
+  void begin(const char* kernel, uint32_t grid, int64_t detail = 0) {
+    checker_.begin_launch(kernel, grid);
+    detail_.push_back(detail);
+  }
 
   // Every CTA of the grid in turn, each with fresh (NaN-filled, unwritten) shared memory.
   template <int Threads, typename Shared, typename Program>
@@ -171,6 +196,7 @@ class SimLauncher {
   }
 
   Checker checker_;
+  std::vector<int64_t> detail_;
   int sm_count_, order_;
 };
 
@@ -179,19 +205,24 @@ std::vector<int64_t>& last_launches() {
   return v;
 }
 
-at::Tensor sim_qnt(const at::Tensor& x, const at::Tensor& q, double scale, int64_t sm_count, int64_t order) {
+at::Tensor sim_qnt(const at::Tensor& x, const at::Tensor& q, double scale, c10::string_view surrogate,
+                   bool soft_forward, int64_t sm_count, int64_t order) {
   TORCH_CHECK(x.is_cpu(), "the CUDA host simulation runs on CPU tensors");
+  const block::Surrogate s = parse_surrogate(surrogate);
   SimLauncher launch(sm_count, order);
-  at::Tensor y = qnt_forward(x, q, scale, launch);
+  at::Tensor y = qnt_forward(x, q, scale, s, soft_forward, launch);
   last_launches() = launch.launches();
   return y;
 }
 
-at::Tensor sim_qnt_grad_q(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& q, double scale,
-                          int64_t sm_count, int64_t order) {
+std::tuple<at::Tensor, at::Tensor> sim_qnt_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& q,
+                                                    double scale, c10::string_view surrogate, bool /*soft_forward*/,
+                                                    bool need_grad_x, bool need_grad_q, int64_t sm_count,
+                                                    int64_t order) {
   TORCH_CHECK(x.is_cpu(), "the CUDA host simulation runs on CPU tensors");
+  const block::Surrogate s = parse_surrogate(surrogate);
   SimLauncher launch(sm_count, order);
-  at::Tensor out = qnt_grad_q(grad_y, x, q, scale, launch);
+  auto out = qnt_backward(grad_y, x, q, scale, s, need_grad_x, need_grad_q, launch);
   last_launches() = launch.launches();
   return out;
 }
@@ -243,13 +274,15 @@ void checker_selftest(int64_t fault) {
 }  // namespace gcln_fast
 
 TORCH_LIBRARY(gcln_fast_cuda_sim, m) {
-  m.def("qnt(Tensor x, Tensor q, float scale, int sm_count, int order) -> Tensor");
-  m.def("qnt_grad_q(Tensor grad_y, Tensor x, Tensor q, float scale, int sm_count, int order) -> Tensor");
+  m.def("qnt(Tensor x, Tensor q, float scale, str surrogate, bool soft_forward, int sm_count, int order) -> Tensor");
+  m.def(
+      "qnt_backward(Tensor grad_y, Tensor x, Tensor q, float scale, str surrogate, bool soft_forward, "
+      "bool need_grad_x, bool need_grad_q, int sm_count, int order) -> (Tensor, Tensor)");
   m.def("launches() -> int[]", &gcln_fast::qnt_cuda::sim::sim_launches);
   m.def("checker_selftest(int fault) -> ()", &gcln_fast::qnt_cuda::sim::checker_selftest);
 }
 
 TORCH_LIBRARY_IMPL(gcln_fast_cuda_sim, CPU, m) {
   m.impl("qnt", &gcln_fast::qnt_cuda::sim::sim_qnt);
-  m.impl("qnt_grad_q", &gcln_fast::qnt_cuda::sim::sim_qnt_grad_q);
+  m.impl("qnt_backward", &gcln_fast::qnt_cuda::sim::sim_qnt_backward);
 }
