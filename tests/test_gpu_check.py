@@ -81,3 +81,25 @@ def test_a_venv_that_sees_the_preinstalled_packages(tmp_path):
     assert f"venv: {venv}" in out, out
     assert f"would run: {venv}/bin/python -m pip install" in out
     assert "gcln_fast imports from" in out, "the venv's Python imports the package and torch"
+
+
+def test_triton_variants_benchmark_rows_on_the_interpreter(monkeypatch):
+    """bench/bench_triton_variants.py's measuring code, on CPU tensors under the interpreter with
+    a stand-in timer: every form's rows, a forward that matches the reference."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs the Triton interpreter (set by conftest.py without a GPU)")
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import bench_triton_variants as bench
+
+    from gcln_fast.kernels import qnt_triton
+
+    def timer(fn):
+        fn()
+        return 1.0
+
+    rows = bench.bench_case(qnt_triton, (1, 2, 8, 9), "float32", "sample", True, device="cpu", timer=timer)
+    kernels = [(r["kernel"], r["form"]) for r in rows]
+    assert kernels[0] == ("clone", "-") and len(rows) == 1 + 3 * len(bench.FORMS)
+    assert {f for _, f in kernels[1:]} == {f"{v}/{p}" for v, p in bench.FORMS}
+    assert all(r["max abs err vs reference"] < 1e-5 for r in rows if r["kernel"] == "forward")
