@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from gcln_fast.qnt_constants import COS_PI, HALF_COS, SIN_PI, TIE_WINDOW
+from gcln_fast.qnt_constants import COS_PI, HALF_COS, SIN_PI, TIE_FLOOR, TIE_WINDOW
 
 # Surrogates as compile-time ints (the names' order in gcln_fast.qnt_constants.SURROGATES).
 IDENTITY, CUBIC, SINE = 0, 1, 2
@@ -31,6 +31,7 @@ _HC5 = tl.constexpr(HALF_COS[5])
 _HC6 = tl.constexpr(HALF_COS[6])
 _HC7 = tl.constexpr(HALF_COS[7])
 _TIE = tl.constexpr(TIE_WINDOW)
+_TIE_FLOOR = tl.constexpr(TIE_FLOOR)
 _S0, _S1, _S2, _S3, _S4 = (tl.constexpr(c) for c in SIN_PI)
 _C0, _C1, _C2, _C3, _C4, _C5 = (tl.constexpr(c) for c in COS_PI)
 _INV_PI = tl.constexpr(1.0 / math.pi)
@@ -74,10 +75,10 @@ def rint(x, USE_LIBDEVICE: tl.constexpr):
 @triton.jit
 def round_tie(u, USE_LIBDEVICE: tl.constexpr):
     """R(u) of the contract: rint(u), or rint(floor(u) + 1/2) (an exact tie, so the even
-    neighbour) when u is within 2**-16 * max(1, |u|) of that half-integer. The window test
-    max(|u|, 1) * 2**-16 - |u - h| >= 0 is exact where it decides (see block::round_tie)."""
+    neighbour) when u is within 2**-16 * max(64, |u|) of that half-integer. The window test
+    max(|u|, 64) * 2**-16 - |u - h| >= 0 is exact where it decides (see block::round_tie)."""
     h = tl.floor(u) + 0.5
-    slack = tl.maximum(tl.abs(u), 1.0) * _TIE - tl.abs(u - h)
+    slack = tl.maximum(tl.abs(u), _TIE_FLOOR) * _TIE - tl.abs(u - h)
     return rint(tl.where(slack >= 0.0, h, u), USE_LIBDEVICE)
 
 

@@ -330,3 +330,41 @@ def test_checker_passes_a_correct_program(sim):
 def test_checker_reports_each_kind_of_fault(sim, fault):
     with pytest.raises(RuntimeError, match=FAULTS[fault]):
         sim.checker_selftest(fault)
+
+
+# ----------------------------------------------------------------------------- the tie rule on 8-bit images
+
+
+def test_rounding_decisions_on_8bit_images_equal_the_float64_references(sim):
+    """test_qnt_ties.py's check, through the simulated CUDA kernels (host arithmetic: the device's
+    fused multiply-adds move u by round-off, which the tie window absorbs): no flip at an exact
+    tie, for [0, 1] and integer-valued inputs, a shared, a JPEG and per-sample JPEG tables."""
+    from test_qnt_ties import FORMS, as_input, decisions, jpeg_table
+
+    from gcln_fast.data.embedded import generate
+    from gcln_fast.reference import qnt_coefficients, qnt_reference
+
+    n = 250
+    g = torch.Generator().manual_seed(0)
+    sets = {
+        "embedded": torch.from_numpy(generate(n, seed=0, split="test")[0]),
+        "uint8": torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+    }
+    qualities = torch.randint(20, 96, (n,), generator=g).tolist()
+    tables = {
+        "q10": 10.0,
+        "jpeg50": jpeg_table(50),
+        "per-sample": torch.stack([jpeg_table(q) for q in qualities])[:, None],
+    }
+    for k in sets.values():
+        exact_u = qnt_coefficients(k.double(), 1.0)
+        for q in tables.values():
+            table = canonical_q(q, k.float(), 1.0, torch.float64)
+            exact_tie = (exact_u / table[:, :, None, None]) % 1 == 0.5
+            assert int(exact_tie.sum()) > 10  # the case the rule is for
+            for form, scale in FORMS.items():
+                x = as_input(k, form)
+                want = decisions(qnt_reference(x.double(), table, scale), table, scale)
+                got = decisions(forward(sim, x, q, scale), table, scale)
+                assert int(((got != want) & exact_tie).sum()) == 0
+                assert int((got != want).sum()) <= want.numel() // 100_000
