@@ -2,11 +2,11 @@
 
 The numbers come from :mod:`gcln_fast.qnt_constants` (the one place in Python; the
 C++/CUDA kernels have the same ones in ``csrc/qnt_block.h``): the DCT matrix entries,
-the tie window of the rounding rule and the sine surrogate's polynomials. The
-rounding :func:`round_tie` evaluates the contract's rule with the same instructions as
-``block::round_tie`` (``docs/qnt-op.md``), so it gives the same R(u) for every float32
-``u``, compiled (libdevice's ``rint``) or under the interpreter (which has no extern
-calls: an exact floor-based round-half-to-even).
+the rounding rule's grid and the sine surrogate's polynomials. :func:`round_tie` is the
+contract's R(u) = rint(rint(512 u) / 512) (``docs/qnt-op.md``) with the same two exact
+roundings as ``block::round_tie``, so it gives the same R(u) for every float32 ``u``,
+compiled (libdevice's ``rint``) or under the interpreter (which has no extern calls: an
+exact floor-based round-half-to-even).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from gcln_fast.qnt_constants import COS_PI, HALF_COS, SIN_PI, TIE_FLOOR, TIE_WINDOW
+from gcln_fast.qnt_constants import COS_PI, HALF_COS, SIN_PI, TIE_GRID
 
 # Surrogates as compile-time ints (the names' order in gcln_fast.qnt_constants.SURROGATES).
 IDENTITY, CUBIC, SINE = 0, 1, 2
@@ -30,8 +30,8 @@ _HC4 = tl.constexpr(HALF_COS[4])
 _HC5 = tl.constexpr(HALF_COS[5])
 _HC6 = tl.constexpr(HALF_COS[6])
 _HC7 = tl.constexpr(HALF_COS[7])
-_TIE = tl.constexpr(TIE_WINDOW)
-_TIE_FLOOR = tl.constexpr(TIE_FLOOR)
+_TIE_GRID = tl.constexpr(TIE_GRID)
+_INV_TIE_GRID = tl.constexpr(1.0 / TIE_GRID)  # a power of two: exact
 _S0, _S1, _S2, _S3, _S4 = (tl.constexpr(c) for c in SIN_PI)
 _C0, _C1, _C2, _C3, _C4, _C5 = (tl.constexpr(c) for c in COS_PI)
 _INV_PI = tl.constexpr(1.0 / math.pi)
@@ -74,12 +74,10 @@ def rint(x, USE_LIBDEVICE: tl.constexpr):
 
 @triton.jit
 def round_tie(u, USE_LIBDEVICE: tl.constexpr):
-    """R(u) of the contract: rint(u), or rint(floor(u) + 1/2) (an exact tie, so the even
-    neighbour) when u is within 2**-16 * max(64, |u|) of that half-integer. The window test
-    max(|u|, 64) * 2**-16 - |u - h| >= 0 is exact where it decides (see block::round_tie)."""
-    h = tl.floor(u) + 0.5
-    slack = tl.maximum(tl.abs(u), _TIE_FLOOR) * _TIE - tl.abs(u - h)
-    return rint(tl.where(slack >= 0.0, h, u), USE_LIBDEVICE)
+    """R(u) = rint(rint(512 u) / 512), as block::round_tie: u goes to the nearest multiple of
+    1/512 first, so a u within 2**-10 of a half-integer is a tie and goes to the even
+    neighbour. Both scalings are exact, so this is R(u) for every float32 u."""
+    return rint(rint(u * _TIE_GRID, USE_LIBDEVICE) * _INV_TIE_GRID, USE_LIBDEVICE)
 
 
 @triton.jit

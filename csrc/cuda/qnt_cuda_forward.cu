@@ -15,6 +15,9 @@ __global__ void __launch_bounds__(kThreads) step_table_kernel(const StepTableArg
   step_table_cta(DeviceExec{}, a);
 }
 
+// 8 CTAs per SM (full occupancy: 32 registers). ptxas (sm_90) then spills 4 bytes per
+// thread (12 for the soft forwards) instead of using 37-40 registers, which would allow
+// only 6 CTAs; a default, not measured.
 template <typename T, block::Surrogate S, bool kSoft>
 __global__ void __launch_bounds__(kThreads, 8) qnt_forward_kernel(const ForwardArgs<T> a) {
   __shared__ ForwardShared sh;

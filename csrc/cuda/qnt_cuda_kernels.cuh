@@ -162,9 +162,11 @@ GCLN_HD Lane forward_lane(uint32_t cta, int t, const Geom& g) {
 }
 
 // Entry e of the q tables (table e / 64, coefficient e % 64): where it goes in
-// the step tables, and its two values, correctly rounded.
+// the step tables, and its two values, correctly rounded. The inverse step
+// carries the 512 of R(u) = rint(rint(512 u) / 512) (block::round_tie_scaled):
+// with z a coefficient of x, z * 512 scale / q = 512 Z / q (512 scale is exact).
 GCLN_HD int64_t step_table_offset(int64_t e) { return (e >> 6) * kTableFloats + ((e & 63) >> 3) * kRowPitch + (e & 7); }
-GCLN_HD float inverse_step(float q, float scale) { return div_rn(scale, q); }
+GCLN_HD float inverse_step(float q, float scale) { return div_rn(scale * block::kTieGrid, q); }
 GCLN_HD float step_of(float q, float scale) { return div_rn(q, scale); }
 
 // Rows of x (or of grad_x) past the image's last row (column) are added onto
@@ -197,7 +199,7 @@ GCLN_HD void forward_rows(float* buf, int i, const float inv[8], const float ste
   read_row(buf, i, v);
   block::fdct8(v);  // v[j] = Z[i][j]
   GCLN_UNROLL
-  for (int j = 0; j < 8; ++j) v[j] = block::quantize_as<S, kSoft>(v[j], inv[j], step[j]);
+  for (int j = 0; j < 8; ++j) v[j] = block::quantize_prescaled<S, kSoft>(v[j], inv[j], step[j]);
   block::idct8(v);  // v[j] = (Zq D)[i][j]
   write_row(buf, i, v);
 }
@@ -227,7 +229,7 @@ GCLN_HD void backward_columns(const T* __restrict__ x, const Strides& sx, const 
 }
 
 // Backward, phase 2: row i of both, row DCTs: Z_x[i][j] and G[i][j]; with
-// u = Z_x * inv = Z / q: acc[j] += G (s(u) - u s'(u)) (the caller applies
+// u = Z_x * inv / 512 = Z / q: acc[j] += G (s(u) - u s'(u)) (the caller applies
 // 1/scale to the total) and, for grad_x, row i of (s'(u) * G) D, its columns
 // past the image folded onto the last, back into the x buffer.
 template <block::Surrogate S>
@@ -240,8 +242,9 @@ GCLN_HD void backward_rows(float* xbuf, const float* gbuf, int i, const float in
   block::fdct8(gv);  // G[i][j]
   GCLN_UNROLL
   for (int j = 0; j < 8; ++j) {
-    const float u = z[j] * inv[j];
-    const float r = block::round_tie(u);
+    const float u512 = z[j] * inv[j];
+    const float r = block::round_tie_scaled(u512);
+    const float u = u512 * block::kInvTieGrid;  // exact
     const float slope = block::surrogate_slope<S>(u, r);
     if (need_gq) acc[j] = ::fmaf(gv[j], block::surrogate_value<S>(u, r) - u * slope, acc[j]);
     gv[j] *= slope;
