@@ -59,7 +59,8 @@ def make_table(q_form: str, shape, device) -> torch.Tensor:
     return torch.rand((*sizes, 8, 8), device=device) * 20 + 2
 
 
-def bench_case(qt, shape, dtype_name: str, q_form: str, with_backward: bool, device="cuda", timer=None) -> list[dict]:
+def bench_case(qt, shape, dtype_name: str, q_form: str, with_backward: bool, device="cuda", timer=None,
+               forms=FORMS) -> list[dict]:  # fmt: skip
     """The rows of one shape and dtype. ``timer(fn) -> ms`` is triton.testing.do_bench by default
     (tests/test_gpu_check.py runs this on the CPU under the interpreter with a stand-in timer)."""
     import triton.testing
@@ -75,7 +76,7 @@ def bench_case(qt, shape, dtype_name: str, q_form: str, with_backward: bool, dev
     clone_ms = timer(x.clone)
     rows = [row(shape, dtype_name, "clone", "-", clone_ms, nbytes, clone_ms, None)]
     y_ref = qnt_reference(x.float(), table).to(dtype)
-    for variant, precision in FORMS:
+    for variant, precision in forms:
         form = f"{variant}/{precision}"
         fwd = functools.partial(qt.launch_qnt, x, table, 255.0, variant=variant, precision=precision)
         err = float(f"{(fwd().float() - y_ref.float()).abs().max().item():.3g}")
@@ -101,6 +102,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", default="float32,float16")
     parser.add_argument("--q", default="channel", choices=["scalar", "channel", "sample"], help="the table's form")
     parser.add_argument("--no-backward", action="store_true", help="time the forward kernels only")
+    parser.add_argument(
+        "--forms", default=",".join(f"{v}/{p}" for v, p in FORMS), help="comma-separated FORM/PRECISION to time"
+    )
     parser.add_argument("--json", type=Path, default=Path("results/triton_variants.json"))
     parser.add_argument("--md", type=Path, default=Path("results/triton_variants.md"))
     args = parser.parse_args(argv)
@@ -121,10 +125,13 @@ def main(argv=None) -> int:
     )
     lines = [header, "", "| " + " | ".join(COLUMNS) + " |", "|---|---|---|---|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
+    forms = [tuple(f.split("/")) for f in args.forms.split(",")]
+    if any(f not in FORMS for f in forms):
+        raise SystemExit(f"--forms: each of {args.forms!r} must be one of {[f'{v}/{p}' for v, p in FORMS]}")
     rows = []
     for shape in parse_shapes(args.shapes):
         for dtype_name in args.dtypes.split(","):
-            rows += bench_case(qt, shape, dtype_name, args.q, not args.no_backward)
+            rows += bench_case(qt, shape, dtype_name, args.q, not args.no_backward, forms=forms)
             torch.cuda.empty_cache()
     for path in (args.json, args.md):
         path.parent.mkdir(parents=True, exist_ok=True)

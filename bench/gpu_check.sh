@@ -9,8 +9,9 @@
 #                 cannot run, it says why and stops here with exit status 2
 #   [1/4] build   pip install --no-build-isolation --no-deps --no-index -e . into that
 #                 Python's environment (or GPU_CHECK_VENV), CUDA kernels for this GPU only
-#   [2/4] test    the CUDA and Triton kernel tests first (-x), then the rest of the suite
-#                 (PYTEST_MARKERS, default "not slow": the slow end-to-end runs need no GPU)
+#   [2/4] test    the CUDA and Triton kernel tests first, then the rest of the suite
+#                 (PYTEST_MARKERS, default "not slow": the slow end-to-end runs need no GPU;
+#                 pytest-xdist workers where installed; one autotune config per Triton form)
 #   [3/4] bench   bench/bench_qnt.py --device cuda, bench/bench_triton_variants.py and,
 #                 where it exists, bench/bench_jpeg.py
 #   [4/4] done    the failed phases, if any; exit status 0 only if every phase passed
@@ -36,9 +37,9 @@ START=$SECONDS
 DRY=
 [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ] && DRY=1
 T_TOTAL=${T_TOTAL:-470}
-T_BUILD=${T_BUILD:-200}
-T_TEST_KERNELS=${T_TEST_KERNELS:-120}
-T_TEST_REST=${T_TEST_REST:-120}
+T_BUILD=${T_BUILD:-150}
+T_TEST_KERNELS=${T_TEST_KERNELS:-150}
+T_TEST_REST=${T_TEST_REST:-90}
 T_BENCH=${T_BENCH:-90}
 T_BENCH_TRITON=${T_BENCH_TRITON:-60}
 T_BENCH_JPEG=${T_BENCH_JPEG:-30}
@@ -186,16 +187,25 @@ PYEOF
 # ----------------------------------------------------------------------------- [2/4] test
 phase 2/4 "test: the kernel tests, then the rest of the suite"
 unset TRITON_INTERPRET
+# The tests check results: one autotune configuration per Triton form (each is another
+# compile); the benchmarks below tune over all of them.
+export GCLN_FAST_TRITON_CONFIGS=first
 COLLECT=()
 [ -n "$DRY" ] && COLLECT=(--collect-only -q)
+# Test files in parallel processes where pytest-xdist is installed (PYTEST_WORKERS, default 8).
+WORKERS=()
+if [ -z "$DRY" ] && "$PY" -c 'import xdist' 2>/dev/null && [ "${PYTEST_WORKERS:-8}" -gt 1 ]; then
+  WORKERS=(-n "${PYTEST_WORKERS:-8}" --dist loadfile)
+fi
 KERNEL_TESTS=(tests/test_qnt_cuda.py tests/test_qnt_triton.py)
 [ -f tests/test_qnt_backends.py ] && KERNEL_TESTS+=(tests/test_qnt_backends.py)
 IGNORE=()
 for f in "${KERNEL_TESTS[@]}"; do IGNORE+=(--ignore="$f"); done
-run test-kernels "$T_TEST_KERNELS" 240 "$PY" -m pytest -x -q -rs ${MARKERS:+-m "$MARKERS"} "${COLLECT[@]}" \
-  "${KERNEL_TESTS[@]}" "${EXTRA_PYTEST[@]}"
-run test-rest "$T_TEST_REST" 120 "$PY" -m pytest -q -rs ${MARKERS:+-m "$MARKERS"} "${COLLECT[@]}" tests "${IGNORE[@]}" \
-  "${EXTRA_PYTEST[@]}"
+run test-kernels "$T_TEST_KERNELS" 200 "$PY" -m pytest -q -rs ${MARKERS:+-m "$MARKERS"} "${COLLECT[@]}" \
+  "${WORKERS[@]}" "${KERNEL_TESTS[@]}" "${EXTRA_PYTEST[@]}"
+run test-rest "$T_TEST_REST" 120 "$PY" -m pytest -q -rs ${MARKERS:+-m "$MARKERS"} "${COLLECT[@]}" "${WORKERS[@]}" \
+  tests "${IGNORE[@]}" "${EXTRA_PYTEST[@]}"
+unset GCLN_FAST_TRITON_CONFIGS
 
 # ----------------------------------------------------------------------------- [3/4] bench
 phase 3/4 "bench: every backend on the GPU, the Triton kernel forms${DRY:+ (dry run: --help only)}"
@@ -203,8 +213,10 @@ HELP=()
 [ -n "$DRY" ] && HELP=(--help)  # a dry run checks that each script imports and knows its options exist
 run bench "$T_BENCH" $((T_BENCH_TRITON + T_BENCH_JPEG)) "$PY" bench/bench_qnt.py --device cuda \
   --json results/gpu_bench.json --md results/gpu_bench.md "${EXTRA_BENCH[@]}" "${HELP[@]}"
+# The forms besides the default one compile for tens of seconds each: the tf32x3 dot is left out here.
 run bench-triton "$T_BENCH_TRITON" "$T_BENCH_JPEG" "$PY" bench/bench_triton_variants.py --shapes 64x3x512x512 \
-  --dtypes float32 --json results/gpu_triton_variants.json --md results/gpu_triton_variants.md "${HELP[@]}"
+  --dtypes float32 --forms separable/ieee,butterfly/ieee,dot/ieee --json results/gpu_triton_variants.json \
+  --md results/gpu_triton_variants.md "${HELP[@]}"
 if [ -f bench/bench_jpeg.py ]; then
   run bench-jpeg "$T_BENCH_JPEG" 0 "$PY" bench/bench_jpeg.py --device cuda --no-compile --out results/gpu_jpeg "${HELP[@]}"
 fi

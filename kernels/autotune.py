@@ -3,6 +3,8 @@
 None of these has been measured on a GPU (``bench/bench_triton_variants.py`` does that);
 they are defaults. Under ``TRITON_INTERPRET=1`` (CPU tensors, tests) every kernel has one
 configuration: the interpreter's cost is per operation, not per element, so few wide tiles.
+``GCLN_FAST_TRITON_CONFIGS=first`` keeps only the first configuration of each form (the GPU
+check's tests set it: they check results, and every configuration is another compile).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from .butterfly import qnt_bwd_butterfly_kernel, qnt_fwd_butterfly_kernel
 from .forms import qnt_bwd_kernel, qnt_fwd_kernel
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+FIRST_CONFIG_ONLY = os.environ.get("GCLN_FAST_TRITON_CONFIGS", "all") == "first"
 VARIANTS = ("dot", "separable", "butterfly")
 
 
@@ -37,7 +40,8 @@ def configs(variant: str) -> list:
         blocks, warps = _INTERPRETED[variant]
         return [triton.Config({"BLOCKS": blocks, "TILES": 1}, num_warps=warps)]
     per_program = PROGRAM_BLOCKS[variant]
-    return [triton.Config({"BLOCKS": b, "TILES": per_program // b}, num_warps=w) for b, w in _TRIED[variant]]
+    tried = _TRIED[variant][:1] if FIRST_CONFIG_ONLY else _TRIED[variant]
+    return [triton.Config({"BLOCKS": b, "TILES": per_program // b}, num_warps=w) for b, w in tried]
 
 
 def program_blocks(variant: str) -> int:
