@@ -1,6 +1,7 @@
-// CUDA kernels of the QNT op (shared/design/qnt-op.md): the fused forward
-// (load, 8x8 DCT, quantize, inverse DCT, store in one pass over memory) and
-// the fused step-size gradient grad_q (a two-stage deterministic reduction).
+// CUDA kernels of the QNT op (docs/qnt-op.md): the fused forward (load, 8x8
+// DCT, quantize, inverse DCT, store in one pass over memory) and the fused
+// backward (grad_x through the rounding surrogate and/or grad_q, one pass
+// over the saved input; grad_q a two-stage deterministic reduction).
 //
 // The transform arithmetic is csrc/qnt_block.h; the thread mapping and every
 // address computation are in qnt_cuda_index.cuh, the kernels themselves (CTA
@@ -25,12 +26,13 @@
 // would skip the transposes but needs ~100 registers for the 64 values, and
 // its 32-byte row loads each use half of every sector they touch.
 //
-// Both kernels work on the coefficients of x itself, with `scale` folded into
-// the step tables: inv_step = scale / q and step = q / scale, so
-// round(Z_x * inv_step) * step == round(Z / q) * q / scale with Z = scale * Z_x.
-// The tables are computed with correctly rounded division (__fdiv_rn), which
-// --use_fast_math does not approximate; rounding is rintf (cvt.rni), also
-// untouched by fast math.
+// Both kernels work on the coefficients of x itself, with `scale` (and the 512
+// of the rounding rule R(u) = rint(rint(512 u) / 512)) folded into the step
+// tables: inv = 512 scale / q and step = q / scale, so R(Z_x * inv / 512) * step
+// == R(Z / q) * q / scale with Z = scale * Z_x. The tables are computed with
+// correctly rounded division (__fdiv_rn), which --use_fast_math does not
+// approximate; rounding is rintf (cvt.rni), also untouched by fast math (the
+// build does not use it).
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
