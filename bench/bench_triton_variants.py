@@ -1,12 +1,14 @@
-"""Compare the Triton QNT kernel forms (``kernels/qnt_triton.py``) on a GPU.
+"""Compare the Triton QNT kernel forms (``gcln_fast.kernels``) on a GPU.
 
-For each shape and dtype it times the forward kernel and the grad_q kernel of
-every variant (``dot`` with ``ieee`` and ``tf32x3`` input precision,
-``separable``, ``butterfly``) beside ``x.clone()`` (the memory floor), after autotuning, and
-checks each variant's output against the reference. Prints a Markdown table:
-milliseconds, effective bandwidth (bytes read + written / time) and the ratio
-to clone. The fastest forward form should be ``qnt_triton.DEFAULT_VARIANT``
-(the first call of each form compiles and autotunes it: allow a minute or two).
+For each shape and dtype it times, for every form (``dot`` with ``ieee`` and
+``tf32x3`` input precision, ``separable``, ``butterfly``), the forward, the fused
+backward of the cubic surrogate (grad_x and grad_q) and the identity surrogate's
+grad_q, beside ``x.clone()`` (the memory floor), after autotuning, and checks each
+form's forward against the reference. Prints a Markdown table: milliseconds,
+effective bandwidth (bytes read + written / time) and the ratio to clone, and
+writes it as JSON and Markdown. The fastest forward form should become
+``qnt_triton.DEFAULT_VARIANT`` (the first call of each form compiles and
+autotunes it: allow a minute or two). No GPU run of it has been made yet.
 
     python bench/bench_triton_variants.py
     python bench/bench_triton_variants.py --shapes 256x3x32x32,32x3x224x224 --dtypes float32,float16
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
+from pathlib import Path
 
 import torch
 from bench_qnt import parse_shapes  # bench/ is on sys.path when a script here runs
@@ -27,47 +31,82 @@ from bench_qnt import parse_shapes  # bench/ is on sys.path when a script here r
 FORMS = [("dot", "ieee"), ("dot", "tf32x3"), ("separable", "ieee"), ("butterfly", "ieee")]
 
 
-def bench_case(qt, shape, dtype_name: str, q_form: str, with_grad_q: bool) -> None:
+COLUMNS = ["shape", "dtype", "kernel", "form", "ms", "GB/s", "x clone", "max abs err vs reference"]
+
+
+def row(shape, dtype_name, kernel, form, ms, nbytes, clone_ms, err) -> dict:
+    return {
+        "shape": "x".join(map(str, shape)),
+        "dtype": dtype_name,
+        "kernel": kernel,
+        "form": form,
+        "ms": round(ms, 4),
+        "GB/s": round(nbytes / ms / 1e6),
+        "x clone": round(ms / clone_ms, 2),
+        "max abs err vs reference": err,
+    }
+
+
+def print_row(r: dict) -> None:
+    print("| " + " | ".join("-" if r[c] is None else str(r[c]) for c in COLUMNS) + " |", flush=True)
+
+
+def make_table(q_form: str, shape, device) -> torch.Tensor:
+    n, c = shape[:2]
+    sizes = {"scalar": (1, 1), "channel": (1, c), "sample": (n, c)}[q_form]
+    if q_form == "scalar":
+        return torch.full((*sizes, 8, 8), 10.0, device=device)
+    return torch.rand((*sizes, 8, 8), device=device) * 20 + 2
+
+
+def bench_case(qt, shape, dtype_name: str, q_form: str, with_backward: bool, device="cuda", timer=None,
+               forms=FORMS) -> list[dict]:  # fmt: skip
+    """The rows of one shape and dtype. ``timer(fn) -> ms`` is triton.testing.do_bench by default
+    (tests/test_gpu_check.py runs this on the CPU under the interpreter with a stand-in timer)."""
     import triton.testing
 
     from gcln_fast.reference import qnt_reference
 
+    timer = timer or triton.testing.do_bench
     dtype = getattr(torch, dtype_name)
-    x = torch.rand(shape, device="cuda").to(dtype)
-    gy = (torch.rand(shape, device="cuda") - 0.5).to(dtype)
-    if q_form == "scalar":
-        table = torch.full((1, 8, 8), 10.0, device="cuda")
-    else:
-        table = torch.rand(shape[1], 8, 8, device="cuda") * 20 + 2
-    nbytes = x.numel() * x.element_size()
-    name = "x".join(map(str, shape))
-    clone_ms = triton.testing.do_bench(x.clone)
-    print(f"| {name} | {dtype_name} | clone | - | {clone_ms:.4f} | {2 * nbytes / clone_ms / 1e6:.0f} | 1.00 | - |")
-    y_ref = qnt_reference(x, table[0] if table.shape[0] == 1 else table)
-    for variant, precision in FORMS:
+    x = torch.rand(shape, device=device).to(dtype)
+    gy = (torch.rand(shape, device=device) - 0.5).to(dtype)
+    table = make_table(q_form, shape, device)
+    nbytes = 2 * x.numel() * x.element_size()  # forward: read x, write y
+    clone_ms = timer(x.clone)
+    rows = [row(shape, dtype_name, "clone", "-", clone_ms, nbytes, clone_ms, None)]
+    y_ref = qnt_reference(x.float(), table).to(dtype)
+    for variant, precision in forms:
+        form = f"{variant}/{precision}"
         fwd = functools.partial(qt.launch_qnt, x, table, 255.0, variant=variant, precision=precision)
-        err = (fwd().float() - y_ref.float()).abs().max().item()
-        ms = triton.testing.do_bench(fwd)
-        print(
-            f"| {name} | {dtype_name} | forward | {variant}/{precision} | {ms:.4f} | "
-            f"{2 * nbytes / ms / 1e6:.0f} | {ms / clone_ms:.2f} | {err:.3g} |"
-        )
-        if not with_grad_q:
+        err = float(f"{(fwd().float() - y_ref.float()).abs().max().item():.3g}")
+        rows.append(row(shape, dtype_name, "forward", form, timer(fwd), nbytes, clone_ms, err))
+        if not with_backward:
             continue
-        grad_q = functools.partial(qt.launch_grad_q, gy, x, table, 255.0, variant=variant, precision=precision)
-        ms = triton.testing.do_bench(grad_q)
-        print(
-            f"| {name} | {dtype_name} | grad_q | {variant}/{precision} | {ms:.4f} | "
-            f"{2 * nbytes / ms / 1e6:.0f} | {ms / clone_ms:.2f} | - |"
-        )
+        for kernel, surrogate, need_x, traffic in [
+            ("backward cubic (grad_x, grad_q)", "cubic", True, 3),  # read x, grad_y; write grad_x
+            ("grad_q (identity)", "identity", False, 2),
+        ]:
+            bwd = functools.partial(qt.launch_backward, gy, x, table, 255.0, surrogate, False, need_x, True,
+                                    variant=variant, precision=precision)  # fmt: skip
+            ms = timer(bwd)
+            rows.append(row(shape, dtype_name, kernel, form, ms, nbytes // 2 * traffic, clone_ms, None))
+    for r in rows:
+        print_row(r)
+    return rows
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="256x3x32x32,32x3x224x224,64x3x512x512")
     parser.add_argument("--dtypes", default="float32,float16")
-    parser.add_argument("--q", default="channel", choices=["scalar", "channel"], help="shared or per-channel table")
-    parser.add_argument("--no-grad-q", action="store_true", help="time the forward kernels only")
+    parser.add_argument("--q", default="channel", choices=["scalar", "channel", "sample"], help="the table's form")
+    parser.add_argument("--no-backward", action="store_true", help="time the forward kernels only")
+    parser.add_argument(
+        "--forms", default=",".join(f"{v}/{p}" for v, p in FORMS), help="comma-separated FORM/PRECISION to time"
+    )
+    parser.add_argument("--json", type=Path, default=Path("results/triton_variants.json"))
+    parser.add_argument("--md", type=Path, default=Path("results/triton_variants.md"))
     args = parser.parse_args(argv)
 
     if not torch.cuda.is_available():
@@ -80,14 +119,26 @@ def main(argv=None) -> int:
 
     from gcln_fast.kernels import qnt_triton as qt
 
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
-    print(f"default variant in qnt_triton.py: {qt.DEFAULT_VARIANT} ({qt.DEFAULT_DOT_PRECISION})\n")
-    print("| shape | dtype | kernel | form | ms | GB/s | x clone | max abs err vs reference |")
-    print("|---|---|---|---|---:|---:|---:|---:|")
+    header = (
+        f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}; "
+        f"default form in gcln_fast.kernels: {qt.DEFAULT_VARIANT} ({qt.DEFAULT_DOT_PRECISION})"
+    )
+    lines = [header, "", "| " + " | ".join(COLUMNS) + " |", "|---|---|---|---|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
+    forms = [tuple(f.split("/")) for f in args.forms.split(",")]
+    if any(f not in FORMS for f in forms):
+        raise SystemExit(f"--forms: each of {args.forms!r} must be one of {[f'{v}/{p}' for v, p in FORMS]}")
+    rows = []
     for shape in parse_shapes(args.shapes):
         for dtype_name in args.dtypes.split(","):
-            bench_case(qt, shape, dtype_name, args.q, not args.no_grad_q)
+            rows += bench_case(qt, shape, dtype_name, args.q, not args.no_backward, forms=forms)
             torch.cuda.empty_cache()
+    for path in (args.json, args.md):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    md_rows = ["| " + " | ".join("-" if r[c] is None else str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    args.md.write_text("\n".join(lines + md_rows) + "\n")
+    print(f"wrote {args.json} and {args.md}")
     return 0
 
 

@@ -76,3 +76,37 @@ def test_backward_is_deterministic(nq):
     outs = [torch.ops.gcln_fast.qnt_backward(gy, x, table, 255.0, "cubic", False, True, True) for _ in range(3)]
     for gx, gq in outs[1:]:
         assert torch.equal(gx, outs[0][0]) and torch.equal(gq, outs[0][1])
+
+
+def test_rounding_code_on_the_device_equals_the_contract():
+    """The device code's R(u) (nvcc's arithmetic, contraction included) equals the contract's
+    formula bit for bit on the dense samples of test_qnt_cpu.py; s and s' to float32 round-off."""
+    from test_qnt_cpu import _dense_u
+
+    from gcln_fast.reference import round_tie, surrogate_slope, surrogate_value
+
+    u = _dense_u()
+    for surrogate in ["identity", "cubic", "sine"]:
+        r, value, slope = (t.cpu() for t in torch.ops.gcln_fast.qnt_rounding(u.to(DEV), surrogate))
+        want = round_tie(u)
+        same = (r == want) | (r.isnan() & want.isnan())
+        assert bool(same.all()), f"{int((~same).sum())} differ, e.g. u={u[~same][:4].tolist()}"
+        ok = u.abs() < 1e4  # where float32 s(u) and s'(u) are meaningful to a few ulps
+        u64 = u[ok].double()
+        torch.testing.assert_close(value[ok].double(), surrogate_value(u64, surrogate), atol=4e-6, rtol=1e-6)
+        torch.testing.assert_close(slope[ok].double(), surrogate_slope(u64, surrogate), atol=2e-6, rtol=1e-6)
+
+
+# Every place the forward keeps its tables (see test_qnt_cuda_host_sim.py, which checks the
+# mode each shape gets): all in shared memory, the CTA's range of per-sample tables, global.
+@pytest.mark.parametrize(
+    "shape,form,channels_last",
+    [((2, 8, 9, 9), "channel", False), ((4, 3, 32, 33), "sample", False), ((12, 3, 16, 15), "sample1", True),
+     ((5, 3, 8, 8), "sample", False), ((4, 3, 32, 32), "sample", True)],
+)  # fmt: skip
+def test_forward_and_backward_in_every_table_mode(shape, form, channels_last):
+    x, gy, q = rand(shape, seed=3), randn(shape, seed=4), make_q(form, shape, seed=5)
+    xd = x.to(DEV).contiguous(memory_format=torch.channels_last) if channels_last else x.to(DEV)
+    assert_qnt_close(gcln_fast.qnt(xd, q.to(DEV), backend="cuda"), x, q)
+    gx, gq = backend_grads(Backend("cuda", DEV), x, gy, q, surrogate="sine")
+    assert_grads_close(gx, gq, x, gy, q, surrogate="sine")

@@ -1,406 +1,264 @@
-"""The Triton kernels (``kernels/qnt_triton.py``) against the reference.
+"""What only the Triton backend (``gcln_fast.kernels``) has; the shared parity, gradient, opcheck
+and compile tests run its default form through the ``backend`` fixture (test_qnt_backends.py).
 
-Without a GPU the kernels run under the Triton interpreter on CPU tensors
-(``TRITON_INTERPRET=1``, set by conftest.py before triton is imported): small
-shapes only. With a GPU they run compiled on CUDA tensors, and the CUDA-only
-tests add ``torch.library.opcheck``, ``torch.compile(fullgraph=True)`` and
-larger shapes.
+Here: its device helpers (the DCT matrix, the tie rule bit for bit on dense samples, the
+surrogates), every kernel form (``dot``, ``separable``, ``butterfly``) against the float64
+reference and against finite differences, the forms against each other, determinism, the
+generated source and the errors. Without a GPU the kernels run under the Triton
+interpreter on CPU tensors (``TRITON_INTERPRET=1``, set by conftest.py): small shapes only.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
+import math
 import sys
 
 import pytest
 import torch
 
-pytest.importorskip("triton", reason="Triton is not installed")
+import gcln_fast
+from gcln_fast._validate import canonical_q
+from gcln_fast.reference import dct_matrix, qnt_coefficients, round_tie, surrogate_slope, surrogate_value
 
-import triton  # noqa: E402
+from helpers import SURROGATES, assert_grads_close, assert_qnt_close, make_q, rand, randn
+
+triton = pytest.importorskip("triton", reason="Triton is not installed")
 import triton.language as tl  # noqa: E402
 
-import gcln_fast  # noqa: E402
-from gcln_fast import ops  # noqa: E402
-from gcln_fast.kernels import qnt_triton as qt  # noqa: E402  (the installed package's module: must import)
-from gcln_fast.reference import BLOCK, dct_matrix, qnt_coefficients, qnt_reference  # noqa: E402
-
-from helpers import assert_qnt_close  # noqa: E402
+from gcln_fast.kernels import butterfly, device, qnt_triton  # noqa: E402
 
 CUDA = torch.cuda.is_available()
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if CUDA:
-    DEVICE = "cuda"
-elif INTERPRET:
-    DEVICE = "cpu"
-else:
+DEVICE = "cuda" if CUDA else "cpu"
+if not CUDA and not qnt_triton.INTERPRET:
     pytest.skip("Triton needs a CUDA device or TRITON_INTERPRET=1", allow_module_level=True)
-
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (compiled Triton)")
-api_triton = pytest.mark.skipif(
-    "triton" not in gcln_fast.available_backends(DEVICE),
-    reason=f"gcln_fast.ops does not offer backend 'triton' here: {ops.TRITON_ERROR}",
-)
-
-VARIANTS = list(qt.VARIANTS)
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-# Odd sizes: partial edge blocks in both directions; the last one spans several tiles.
-SHAPES = [(1, 1, 1, 1), (2, 3, 7, 9), (1, 2, 17, 33), (2, 3, 40, 72)]
-if CUDA:
-    SHAPES += [(8, 3, 224, 224), (64, 3, 33, 31)]
-QFORMS = ["scalar", "freq", "channel"]
-# Dtypes paired with q forms (the interpreter is slow, and on CUDA every dtype and
-# q form is another compile of each variant); every combination for the variant
-# the ops use, on CUDA.
-_PAIRS = [(torch.float32, "channel"), (torch.float16, "freq"), (torch.bfloat16, "scalar")]
-FWD_CASES = [(v, d, f) for v in VARIANTS for d, f in _PAIRS]
-GRAD_CASES = [(v, d, f) for v in VARIANTS for d, f in _PAIRS[:2]]
-if CUDA:
-    FWD_CASES += [(qt.DEFAULT_VARIANT, d, f) for d in DTYPES for f in QFORMS if (d, f) not in _PAIRS]
-    GRAD_CASES += [(qt.DEFAULT_VARIANT, d, f) for d in DTYPES[:2] for f in QFORMS[1:] if (d, f) not in _PAIRS[:2]]
+VARIANTS = list(qnt_triton.VARIANTS)
+# The interpreter runs the butterfly form's 64 per-block tensors op by op: keep its shapes tiny.
+SMALL = {"dot": (2, 3, 11, 13), "separable": (2, 3, 11, 13), "butterfly": (1, 2, 9, 10)}
+# Compiled (a GPU), every combination of constexprs is a compile of tens of seconds for the dot
+# and butterfly forms: there they get one table form and the surrogates the finite-difference
+# test compiles anyway; the default form (separable) gets everything.
+FORMS_FWD = ["sample"] if CUDA else ["scalar", "channel", "sample"]
+FORMS_BWD = ["sample"] if CUDA else ["tensor0d", "sample1", "sample"]
 
 
-def rand(shape, dtype=torch.float32, seed=0, device=DEVICE):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(shape, generator=g).to(dtype).to(device)
+def table(q, x):
+    return canonical_q(q, x, 255.0).to(DEVICE)
 
 
-def make_q(form, channels, seed=1, device=DEVICE):
-    """(q in the user's form, canonical float32 (Cq, 8, 8) table)."""
-    g = torch.Generator().manual_seed(seed)
-    if form == "scalar":
-        q = torch.tensor(7.0)
-        table = q.expand(1, 8, 8)
-    elif form == "freq":
-        q = torch.rand(8, 8, generator=g) * 30 + 2
-        table = q.unsqueeze(0)
-    else:
-        q = torch.rand(channels, 8, 8, generator=g) * 30 + 2
-        table = q
-    return q.to(device), table.contiguous().to(device)
-
-
-# --------------------------------------------------------------------------- reference gradient and its tolerance
-
-
-def _blocks(u, mode):
-    h, w = u.shape[-2:]
-    u = torch.nn.functional.pad(u, (0, (-w) % BLOCK, 0, (-h) % BLOCK), mode=mode)
-    n, c, hp, wp = u.shape
-    return u.reshape(n, c, hp // BLOCK, BLOCK, wp // BLOCK, BLOCK).transpose(3, 4)
-
-
-def reference_grad_q(grad_y, x, q, scale=255.0):
-    """grad_q by autograd through qnt_reference, q given as (8, 8) (shared) or (C, 8, 8)."""
-    q = q.detach().clone().requires_grad_(True)
-    y = qnt_reference(x, q, scale)
-    y.backward(grad_y.to(y.dtype))
-    return q.grad
-
-
-def grad_q_tolerance(grad_y, x, q, scale=255.0):
-    """Bound on |grad_q(kernel) - grad_q(reference)| from float32 round-off.
-
-    Per block and frequency, ``G * (round(t) - t)`` with ``t = Z / q`` differs by
-    ``|G| * dt`` (``dt`` the round-off of ``t``, about 16 eps * ||U|| / q) plus a
-    relative round-off of G; a coefficient within round-off of a rounding
-    boundary may flip (``round(t)`` moves by 1), worth ``|G|`` in that block.
-    """
-    d = dct_matrix(x.device)
-    g = d @ _blocks(grad_y.float(), "constant") @ d.T
-    u = _blocks(x.float() * scale, "replicate")
-    qb = q.float().reshape(1, -1, 1, 1, 8, 8)
-    t = qnt_coefficients(x, scale) / qb
-    dt = 2e-6 * u.square().sum((-1, -2), keepdim=True).sqrt() / qb + 1e-6 * t.abs()
-    near = ((t - t.floor()) - 0.5).abs() < dt
-    per_block = g.abs() * (dt + 1e-6 + near.float())
-    dims = (0, 2, 3) if q.dim() == 3 else (0, 1, 2, 3)
-    return per_block.sum(dims) / scale + 1e-7
-
-
-def assert_grad_q_close(gq, grad_y, x, q_user, scale=255.0):
-    ref = reference_grad_q(grad_y, x, q_user, scale)
-    gq = gq.reshape(ref.shape)
-    tol = grad_q_tolerance(grad_y, x, q_user if q_user.dim() else q_user.expand(8, 8), scale)
-    if q_user.dim() == 0:
-        tol = tol.sum()
-    err = (gq - ref).abs()
-    assert bool((err <= tol).all()), f"grad_q max err {err.max():.3g}, worst err/tol {(err / tol).max():.3g}"
-
-
-# --------------------------------------------------------------------------- building blocks
+# --------------------------------------------------------------------------- device helpers
 
 
 @triton.jit
 def _dct_probe(out_ptr):
     k = tl.arange(0, 8)[:, None]
     n = tl.arange(0, 8)[None, :]
-    tl.store(out_ptr + k * 8 + n, qt._dct_entry(k, n))
+    tl.store(out_ptr + k * 8 + n, device.dct_entry(k, n))
 
 
 @triton.jit
-def _rint_probe(x_ptr, y_ptr, N, USE_LIBDEVICE: tl.constexpr, BLOCK_SIZE: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-    x = tl.load(x_ptr + offs, mask=offs < N)
-    tl.store(y_ptr + offs, qt._rint(x, USE_LIBDEVICE), mask=offs < N)
+def _rounding_probe(u_ptr, r_ptr, v_ptr, d_ptr, N, SURROGATE: tl.constexpr, USE_LIBDEVICE: tl.constexpr,
+                    BLOCK: tl.constexpr):  # fmt: skip
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    u = tl.load(u_ptr + offs, mask=offs < N)
+    r = device.round_tie(u, USE_LIBDEVICE)
+    tl.store(r_ptr + offs, r, mask=offs < N)
+    tl.store(v_ptr + offs, device.surrogate_value(u, r, SURROGATE, USE_LIBDEVICE), mask=offs < N)
+    tl.store(d_ptr + offs, device.surrogate_slope(u, r, SURROGATE, USE_LIBDEVICE), mask=offs < N)
+
+
+def rounding(u, surrogate, use_libdevice):
+    """(R(u), s(u), s'(u)) by the kernels' device code."""
+    u = u.to(DEVICE)
+    r, v, d = (torch.empty_like(u) for _ in range(3))
+    grid = (triton.cdiv(u.numel(), 4096),)
+    _rounding_probe[grid](u, r, v, d, u.numel(), SURROGATE=SURROGATES.index(surrogate),
+                          USE_LIBDEVICE=use_libdevice, BLOCK=4096)  # fmt: skip
+    return r.cpu(), v.cpu(), d.cpu()
+
+
+LIBDEVICE = [False] + ([True] if CUDA else [])
 
 
 def test_dct_matrix_built_in_kernel_matches_reference():
     out = torch.empty(8, 8, dtype=torch.float32, device=DEVICE)
     _dct_probe[(1,)](out)
-    torch.testing.assert_close(out, dct_matrix(DEVICE), rtol=0, atol=1e-7)
+    torch.testing.assert_close(out.cpu(), dct_matrix(), rtol=0, atol=1e-7)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, under the interpreter
-@pytest.mark.parametrize("use_libdevice", [False] + ([True] if CUDA else []))
-def test_rint_is_round_half_to_even(use_libdevice):
-    special = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, -0.49999997, 4194304.5, 8388607.5, -8388607.5,
-               2.0**23, 2.0**24 + 2, 3.0e38, -0.0, 0.0, 1e-30, float("inf"), float("-inf")]  # fmt: skip
-    x = torch.cat([torch.tensor(special), torch.randn(1000) * 50, torch.arange(-20, 20) + 0.5]).to(DEVICE)
-    y = torch.empty_like(x)
-    _rint_probe[(triton.cdiv(x.numel(), 256),)](x, y, x.numel(), USE_LIBDEVICE=use_libdevice, BLOCK_SIZE=256)
-    torch.testing.assert_close(y, torch.round(x), rtol=0, atol=0)
-    nan = torch.tensor([float("nan")] * 4, device=DEVICE)
-    out = torch.empty_like(nan)
-    _rint_probe[(1,)](nan, out, 4, USE_LIBDEVICE=use_libdevice, BLOCK_SIZE=4)
-    assert bool(torch.isnan(out).all())
+@pytest.mark.parametrize("use_libdevice", LIBDEVICE)
+def test_round_tie_equals_the_contract_for_every_sampled_float(use_libdevice):
+    """R(u) of the kernels equals the contract's formula (gcln_fast.reference.round_tie in
+    float32) bit for bit, on consecutive floats across every tie-window edge and half-integer."""
+    from test_qnt_cpu import _dense_u
+
+    u = _dense_u()
+    r, _, _ = rounding(u, "identity", use_libdevice)
+    want = round_tie(u)
+    same = (r == want) | (r.isnan() & want.isnan())
+    assert bool(same.all()), f"{int((~same).sum())} differ, e.g. u={u[~same][:4].tolist()}"
 
 
-# --------------------------------------------------------------------------- forward
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_surrogate_code_matches_the_formulas(surrogate):
+    u = torch.cat([torch.linspace(-40, 40, 200_001), torch.arange(-20, 21) + 0.5])
+    r, value, slope = rounding(u, surrogate, CUDA)
+    u64 = u.double()
+    assert torch.equal(r, round_tie(u))
+    torch.testing.assert_close(value.double(), surrogate_value(u64, surrogate), atol=4e-6, rtol=1e-6)
+    torch.testing.assert_close(slope.double(), surrogate_slope(u64, surrogate), atol=2e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("variant,dtype,qform", FWD_CASES)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_forward_matches_reference(shape, dtype, qform, variant):
-    x = rand(shape, dtype)
-    q, table = make_q(qform, shape[1])
-    y = qt.launch_qnt(x, table, 255.0, variant=variant)
-    assert y.dtype == dtype and y.shape == x.shape
+# --------------------------------------------------------------------------- every form
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("form", FORMS_FWD)
+def test_forward_every_form(variant, form):
+    x = rand(SMALL[variant], seed=1)
+    q = make_q(form, x.shape)
+    y = qnt_triton.launch_qnt(x.to(DEVICE), table(q, x), 255.0, variant=variant)
+    assert y.dtype == x.dtype and y.shape == x.shape
     assert_qnt_close(y, x, q)
+    for surrogate in ["cubic", "sine"]:
+        y = qnt_triton.launch_qnt(x.to(DEVICE), table(q, x), 255.0, surrogate, True, variant=variant)
+        assert_qnt_close(y, x, q, surrogate=surrogate, soft_forward=True)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("qform", QFORMS)
-def test_forward_every_q_form(qform, variant):
-    x = rand((2, 3, 7, 9))
-    q, table = make_q(qform, 3)
-    assert_qnt_close(qt.launch_qnt(x, table, 255.0, variant=variant), x, q)
+@pytest.mark.parametrize("form", FORMS_BWD)
+def test_backward_every_form(variant, form):
+    x, gy = rand(SMALL[variant], seed=2), randn(SMALL[variant], seed=3)
+    q = make_q(form, x.shape)
+    for surrogate in SURROGATES:
+        need_x = surrogate != "identity"
+        gx, gq = qnt_triton.launch_backward(
+            gy.to(DEVICE), x.to(DEVICE), table(q, x), 255.0, surrogate, False, need_x, True, variant=variant
+        )
+        assert gq.shape == table(q, x).shape and (gx.shape == x.shape if need_x else gx.shape == (0,))
+        assert_grads_close(gx if need_x else None, gq, x, gy, q, surrogate=surrogate)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize(
-    "layout",
-    ["channels_last", "slice", "transpose", "expand", "narrow_channels"],
-)
-def test_forward_memory_layouts(layout, variant):
-    base = rand((2, 3, 20, 27))
-    x = {
-        "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last),
-        "slice": lambda t: t[:, :, ::2, 1::3],
-        "transpose": lambda t: t.transpose(2, 3),
-        "expand": lambda t: t[:1].expand(3, -1, -1, -1),
-        "narrow_channels": lambda t: t[:, 1:],
-    }[layout](base)
-    q, table = make_q("channel", x.shape[1])
-    y = qt.launch_qnt(x, table, 255.0, variant=variant)
-    if layout == "channels_last":
-        assert y.is_contiguous(memory_format=torch.channels_last)
-    assert y.stride() == torch.empty_like(x).stride()
+@pytest.mark.parametrize("variant", [] if CUDA else ["dot", "butterfly"])  # separable: the backend fixture
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_low_precision_and_channels_last(variant, dtype):
+    x = rand(SMALL[variant], dtype, seed=4).to(DEVICE).contiguous(memory_format=torch.channels_last)
+    gy = randn(SMALL[variant], dtype, seed=5).to(DEVICE)
+    q = make_q("sample1", x.shape)
+    y = qnt_triton.launch_qnt(x, table(q, x), 255.0, variant=variant)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
     assert_qnt_close(y, x, q)
-
-
-@pytest.mark.parametrize("scale", [1.0, 1000.0])
-def test_scale(scale):
-    x = rand((2, 2, 11, 19))
-    q, table = make_q("freq", 2)
-    q = q / 50 if scale == 1.0 else q
-    table = table / 50 if scale == 1.0 else table
-    assert_qnt_close(qt.launch_qnt(x, table, scale), x, q, scale)
-
-
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, under the interpreter
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_nan_and_inf_stay_in_their_block(variant):
-    x = rand((1, 2, 20, 20))
-    x[0, 0, 3, 4] = float("nan")  # block (0, 0) of channel 0
-    x[0, 1, 17, 18] = float("inf")  # block (2, 2) of channel 1 (a partial edge block)
-    y = qt.launch_qnt(x, torch.full((1, 8, 8), 10.0, device=DEVICE), 255.0, variant=variant)
-    bad = ~torch.isfinite(y)
-    assert bool(bad[0, 0, :8, :8].all()) and bool(bad[0, 1, 16:, 16:].all())
-    bad[0, 0, :8, :8] = False
-    bad[0, 1, 16:, 16:] = False
-    assert not bool(bad.any())
-    # The blocks away from the NaN/Inf are what the reference makes of this same input.
-    y_ref = qnt_reference(x, 10.0)
-    assert torch.equal(torch.isfinite(y), torch.isfinite(y_ref))
-    finite = torch.isfinite(y_ref)
-    torch.testing.assert_close(y[finite], y_ref[finite], atol=2e-6, rtol=0)
-
-
-def test_empty_tensors():
-    for shape in [(0, 3, 8, 8), (2, 3, 0, 5)]:
-        x = rand(shape)
-        assert qt.launch_qnt(x, torch.full((1, 8, 8), 5.0, device=DEVICE), 255.0).shape == shape
-        gq = qt.launch_grad_q(x, x, torch.full((3, 8, 8), 5.0, device=DEVICE), 255.0)
-        assert gq.shape == (3, 8, 8) and not bool(gq.any())
-
-
-# --------------------------------------------------------------------------- grad_q
-
-
-@pytest.mark.parametrize("variant,dtype,qform", GRAD_CASES)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_grad_q_matches_autograd(shape, dtype, qform, variant):
-    x = rand(shape, dtype)
-    gy = (rand(shape, seed=5) - 0.5).to(dtype)
-    q, table = make_q(qform, shape[1])
-    gq = qt.launch_grad_q(gy, x, table, 255.0, variant=variant)
-    assert gq.dtype == torch.float32 and gq.shape == table.shape
-    assert_grad_q_close(gq, gy, x, q)
-
-
-@pytest.mark.parametrize("variant", VARIANTS if CUDA else ["separable", "butterfly"])  # dot: separable's code
-@pytest.mark.parametrize("layout", ["expanded_grad", "channels_last"])
-def test_grad_q_strided_inputs(layout, variant):
-    x = rand((1, 3, 13, 21))
-    gy = rand((1, 3, 13, 21), seed=3) - 0.5
-    if layout == "expanded_grad":  # what the backward of .sum() hands over: stride 0 everywhere
-        gy = torch.ones((), device=DEVICE).expand(1, 3, 13, 21)
-    else:
-        x = x.contiguous(memory_format=torch.channels_last)
-        gy = gy.contiguous(memory_format=torch.channels_last)
-    q, table = make_q("channel", 3)
-    assert_grad_q_close(qt.launch_grad_q(gy, x, table, 255.0, variant=variant), gy, x, q)
+    gx, gq = qnt_triton.launch_backward(gy, x, table(q, x), 255.0, "cubic", False, True, True, variant=variant)
+    assert gx.dtype == dtype and gx.stride() == y.stride()
+    assert_grads_close(gx, gq, x, gy, q, surrogate="cubic")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_backward_of_the_soft_forward_matches_finite_differences(variant):
+    """Directional derivatives of <gy, qnt(x, q)> (soft sine forward: smooth), central
+    differences of the float32 forward, against the fused backward: along the gradients
+    themselves (the largest derivative: float32 round-off of the forward stays under 1e-3 of
+    it) and along random directions (looser: there the derivative can be as small as 1e-5 and
+    the forward's round-off a few percent of it)."""
+    x, gy = rand(SMALL[variant], seed=6).to(DEVICE), randn(SMALL[variant], seed=7).to(DEVICE)
+    q = table(make_q("sample", x.shape, seed=8), x)
+    gx, gq = qnt_triton.launch_backward(gy, x, q, 255.0, "sine", True, True, True, variant=variant)
+
+    def loss(xv, qv):
+        y = qnt_triton.launch_qnt(xv, qv, 255.0, "sine", True, variant=variant)
+        return float((y.double() * gy.double()).sum())
+
+    u = qnt_coefficients(x.cpu(), 255.0) / q.cpu()[:, :, None, None]
+
+    def check(dx, dq, rel_tol):
+        # Steps that move any u = Z / q by at most 1e-2: the sine's curvature then costs < 1e-3.
+        du_x = (qnt_coefficients(dx.cpu(), 255.0) / q.cpu()[:, :, None, None]).abs().max()
+        du_q = (u * dq.cpu()[:, :, None, None]).abs().max()
+        dx, dq = 1e-2 * dx / du_x.clamp(min=1e-30).item(), 1e-2 * dq / du_q.clamp(min=1e-30).item()
+        numeric = (loss(x + dx, q * (1 + dq)) - loss(x - dx, q * (1 - dq))) / 2
+        analytic = float((gx.double() * dx.double()).sum() + (gq.double() * q.double() * dq.double()).sum())
+        assert math.isclose(numeric, analytic, rel_tol=rel_tol), (numeric, analytic)
+
+    zero_x, zero_q = torch.zeros_like(x), torch.zeros_like(q)
+    check(gx, zero_q, 2e-3)
+    check(zero_x, gq * q, 2e-3)
+    check(randn(x.shape, seed=9).to(DEVICE), zero_q, 5e-2)
+    check(zero_x, randn(q.shape, seed=10).to(DEVICE), 5e-2)
+
+
+def test_forms_agree():
+    x = rand((2, 3, 11, 13), seed=11)
+    q = table(make_q("sample", x.shape), x)
+    ys = [qnt_triton.launch_qnt(x.to(DEVICE), q, 255.0, variant=v).cpu() for v in ("dot", "separable")]
+    assert_qnt_close(ys[0], x, q.cpu())
+    torch.testing.assert_close(ys[0], ys[1], atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["dot", "separable"])
 def test_deterministic(variant):
-    shape = (4, 3, 96, 80) if CUDA else (2, 3, 40, 72) if variant != "butterfly" else (1, 2, 9, 17)
-    x = rand(shape)
-    gy = rand(shape, seed=9) - 0.5
-    for qform in ["freq", "channel"]:
-        _, table = make_q(qform, shape[1])
-        y1 = qt.launch_qnt(x, table, 255.0, variant=variant)
-        y2 = qt.launch_qnt(x, table, 255.0, variant=variant)
-        assert torch.equal(y1, y2)
-        g1 = qt.launch_grad_q(gy, x, table, 255.0, variant=variant)
-        g2 = qt.launch_grad_q(gy, x, table, 255.0, variant=variant)
-        assert torch.equal(g1, g2)
+    x, gy = rand((2, 3, 24, 40), seed=12).to(DEVICE), randn((2, 3, 24, 40), seed=13).to(DEVICE)
+    for form in ["channel", "sample1"]:
+        q = table(make_q(form, x.shape), x)
+        runs = [qnt_triton.launch_backward(gy, x, q, 255.0, "cubic", False, True, True, variant=variant) for _ in "ab"]
+        assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
 
 
-def test_variants_agree():
-    x = rand((2, 3, 40, 72))
-    _, table = make_q("channel", 3)
-    y = [qt.launch_qnt(x, table, 255.0, variant=v) for v in VARIANTS]
-    for other in y[1:]:
-        assert_qnt_close(other, x, table)
+def test_per_sample_grad_q_uses_each_images_blocks_only():
+    x, gy = rand((3, 2, 9, 9), seed=14).to(DEVICE), randn((3, 2, 9, 9), seed=15).to(DEVICE)
+    gy[1] = 0  # image 1 gets no gradient: its table's grad_q must be exactly 0
+    q = table(make_q("sample", x.shape), x)
+    _, gq = qnt_triton.launch_backward(gy, x, q, 255.0, "cubic", False, False, True)
+    assert not bool(gq[1].any()) and bool(gq[0].any()) and bool(gq[2].any())
 
 
-def test_bad_variant():
-    x = rand((1, 1, 8, 8))
-    with pytest.raises(ValueError, match="variant"):
-        qt.launch_qnt(x, torch.ones(1, 8, 8, device=DEVICE), 255.0, variant="fft")
+# --------------------------------------------------------------------------- the generated source, the ops, errors
 
 
-# --------------------------------------------------------------------------- the ops and the public API
+def test_butterfly_source_is_generated_once_and_complete():
+    src = butterfly.generate_source()
+    assert src.count("@triton.jit") == 2 and "def qnt_bwd_butterfly_kernel(" in src
+    compile(src, "<generated>", "exec")  # valid Python
+    assert butterfly.qnt_fwd_butterfly_kernel.fn.__name__ == "qnt_fwd_butterfly_kernel"
 
 
 def test_module_exposes_the_ops():
-    assert qt.qnt_triton._opoverload is torch.ops.gcln_fast.qnt_triton.default
-    assert qt.qnt_grad_q_triton._opoverload is torch.ops.gcln_fast.qnt_grad_q_triton.default
-    x = rand((1, 2, 9, 9))
-    table = torch.full((1, 8, 8), 6.0, device=DEVICE)
-    assert torch.equal(qt.qnt_triton(x, table, 255.0), qt.launch_qnt(x, table, 255.0))
-    assert torch.equal(qt.qnt_grad_q_triton(x, x, table, 255.0), qt.launch_grad_q(x, x, table, 255.0))
+    assert qnt_triton.qnt_triton._opoverload is torch.ops.gcln_fast.qnt_triton.default
+    assert qnt_triton.qnt_backward_triton._opoverload is torch.ops.gcln_fast.qnt_backward_triton.default
+    x = rand((1, 2, 9, 9)).to(DEVICE)
+    q = torch.full((1, 1, 8, 8), 6.0, device=DEVICE)
+    assert torch.equal(qnt_triton.qnt_triton(x, q, 255.0, "identity", False), qnt_triton.launch_qnt(x, q, 255.0))
+    if "triton" in gcln_fast.available_backends(DEVICE):
+        assert gcln_fast.ops._ops("triton") == (qnt_triton.qnt_triton, qnt_triton.qnt_backward_triton)
 
 
-@api_triton
-@pytest.mark.parametrize("qform", ["scalar", "freq", "channel"])
-def test_public_api_forward_and_gradients(qform):
-    x = rand((2, 3, 13, 18))
-    q, _ = make_q(qform, 3)
-    gy = rand(x.shape, seed=4) - 0.5
-    xs = [x.clone().requires_grad_(True) for _ in range(2)]
-    qs = [q.clone().requires_grad_(True) for _ in range(2)]
-    y_t = gcln_fast.qnt(xs[0], qs[0], backend="triton")
-    y_r = gcln_fast.qnt(xs[1], qs[1], backend="reference")
-    assert_qnt_close(y_t.detach(), x, q)
-    y_t.backward(gy)
-    y_r.backward(gy)
-    assert torch.equal(xs[0].grad, gy)  # straight-through
-    assert qs[0].grad.shape == q.shape
-    assert_grad_q_close(qs[0].grad, gy, x, q)
-
-
-@api_triton
-@pytest.mark.parametrize("kind", ["scalar", "per_frequency", "channels"])
-def test_layer_trainable_backward(kind):
-    kwargs = {"scalar": {}, "per_frequency": {"per_frequency": True}, "channels": {"channels": 3}}[kind]
-    layers = [
-        gcln_fast.QuantizedDCT(9.0, trainable=True, backend=b, **kwargs).to(DEVICE) for b in ("triton", "reference")
-    ]
-    x = rand((2, 3, 12, 20))
-    gy = rand(x.shape, seed=7) - 0.5
-    outs = [layer(x) for layer in layers]
-    assert_qnt_close(outs[0].detach(), x, 9.0)
-    for out in outs:
-        out.backward(gy)
-    grads = [next(layer.parameters()).grad for layer in layers]
-    assert grads[0] is not None and grads[0].shape == grads[1].shape
-    q = layers[1].q.detach()
-    assert_grad_q_close(grads[0], gy, x, q)
-
-
-# --------------------------------------------------------------------------- CUDA only (compiled Triton)
-
-
-@needs_cuda
-@api_triton
-@pytest.mark.parametrize("qform", ["freq", "channel"])
-def test_opcheck(qform):
-    assert ops._ops("triton")[0] is qt.qnt_triton
-    x = rand((2, 3, 13, 18))
-    _, table = make_q(qform, 3)
-    gy = rand(x.shape, seed=2)
-    torch.library.opcheck(qt.qnt_triton, (x, table, 255.0))
-    torch.library.opcheck(qt.qnt_grad_q_triton, (gy, x, table, 255.0))
-    torch.library.opcheck(qt.qnt_triton, (x.half().contiguous(memory_format=torch.channels_last), table, 255.0))
-
-
-@needs_cuda
-@api_triton
-def test_compile_fullgraph_matches_eager():
-    x = rand((4, 3, 35, 41))
-    _, table = make_q("channel", 3)
-
-    def f(x, table):
-        return qt.qnt_triton(x * 1.0, table, 255.0).relu()
-
-    # not bitwise: the compiled graph may autotune to another tiling (summation order within a block)
-    torch.testing.assert_close(torch.compile(f, fullgraph=True)(x, table), f(x, table), atol=1e-5, rtol=0)
-
-    layer = gcln_fast.QuantizedDCT(9.0, channels=3, trainable=True, backend="triton").to(DEVICE)
-    compiled = torch.compile(layer, fullgraph=True)
-    gy = rand(x.shape, seed=3)
-    compiled(x).backward(gy)
-    g_compiled = next(layer.parameters()).grad.clone()
-    layer.zero_grad()
-    eager = layer(x)
-    eager.backward(gy)
-    torch.testing.assert_close(g_compiled, next(layer.parameters()).grad, rtol=1e-3, atol=1e-6)
+def test_errors_name_the_argument():
+    x = rand((1, 3, 8, 8)).to(DEVICE)
+    q = torch.ones(1, 1, 8, 8, device=DEVICE)
+    with pytest.raises(ValueError, match="variant"):
+        qnt_triton.launch_qnt(x, q, 255.0, variant="fft")
+    with pytest.raises(ValueError, match="precision"):
+        qnt_triton.launch_qnt(x, q, 255.0, variant="dot", precision="tf32")
+    with pytest.raises(ValueError, match="surrogate"):
+        qnt_triton.qnt_triton(x, q, 255.0, "relu", False)
+    with pytest.raises(ValueError, match="q_table"):
+        qnt_triton.qnt_triton(x, torch.ones(2, 8, 8, device=DEVICE), 255.0, "identity", False)
+    with pytest.raises(ValueError, match="grad_y must have"):
+        qnt_triton.qnt_backward_triton(x[:, :, :4], x, q, 255.0, "cubic", False, True, True)
 
 
 @needs_cuda
 def test_tf32x3_precision_option():
     x = rand((4, 3, 64, 64))
-    _, table = make_q("freq", 3)
-    y = qt.launch_qnt(x, table, 255.0, variant="dot", precision="tf32x3")
-    assert_qnt_close(y, x, table[0])
+    q = make_q("freq", x.shape)
+    y = qnt_triton.launch_qnt(x.to(DEVICE), table(q, x), 255.0, variant="dot", precision="tf32x3")
+    assert_qnt_close(y, x, q)
 
 
 def test_import_without_triton_raises_import_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "triton", None)  # what `import triton` sees where it is not installed
-    spec = importlib.util.spec_from_file_location("_qnt_triton_without_triton", qt.__file__)
+    spec = importlib.util.spec_from_file_location("_qnt_triton_without_triton", qnt_triton.__file__)
     with pytest.raises(ImportError, match="needs Triton"):
         spec.loader.exec_module(importlib.util.module_from_spec(spec))

@@ -1,8 +1,10 @@
 // Indexing of the CUDA QNT kernels: which thread handles which pixels, where
 // they live in memory, and the shared-memory transposes between the column
-// and the row passes. Kept free of CUDA-only constructs outside the
-// `__CUDA_ARCH__` branches so that a host C++ test can run the exact same
-// code in lockstep over the threads of a CTA (nothing runs on a GPU in CI).
+// and the row passes. Free of CUDA-only constructs outside `__CUDA_ARCH__`
+// branches: the host simulation (csrc/cuda/tests/, run by
+// tests/test_qnt_cuda_host_sim.py in CI) compiles this same code with g++ and
+// runs it for every thread of the real launches, phase by phase, with every
+// memory access checked (nothing runs on a GPU in CI).
 //
 // Thread mapping (both kernels): a group of 8 consecutive threads owns one
 // 8x8 block; thread i of the group owns pixel column i of that block. A warp is
@@ -24,13 +26,15 @@
 #include <cstdint>
 
 #include "qnt_block.h"
+#include "qnt_cuda_mem.cuh"
 
 // `#pragma unroll` for device code only (the host compiler warns about it).
 #if defined(__CUDA_ARCH__)
-#define GCLN_UNROLL _Pragma("unroll")
+#define GCLN_PRAGMA(x) _Pragma(#x)
 #else
-#define GCLN_UNROLL
+#define GCLN_PRAGMA(x)
 #endif
+#define GCLN_UNROLL GCLN_PRAGMA(unroll)
 
 namespace gcln_fast {
 namespace qnt_cuda {
@@ -119,15 +123,48 @@ GCLN_HD BlockPos slot_position(uint32_t slot, const Geom& g) {
   return b;
 }
 
-// Block j (of N * Hb * Wb, bx fastest) of channel c.
-GCLN_HD BlockPos channel_slot_position(uint32_t j, int c, const Geom& g) {
+// The q tables as the kernels see them: block (n, c) uses table
+// n * qsn + c * qsc of the canonical (Nq, Cq, 8, 8) table, with qsn = Cq when
+// Nq > 1 (else 0) and qsc = 1 when Cq > 1 (else 0). Index arithmetic only:
+// per-sample tables cost what a shared table does.
+struct TableMap {
+  int nq, cq;    // the canonical table's Nq, Cq
+  int qsn, qsc;  // table index strides
+  int count;     // nq * cq
+  // Blocks that use one table: n in {tn} (nq > 1) or all N; c in {tc} (cq > 1)
+  // or all C; every (by, bx). `per_table` of them, `cc` channels each.
+  uint32_t per_table;
+  int cc;
+};
+
+GCLN_HD int table_of(const BlockPos& b, const TableMap& m) { return b.n * m.qsn + b.c * m.qsc; }
+
+// Block j (of m.per_table) of table t, in the order of Geom (channels fastest
+// for channels-last input when the table spans several channels, else bx fastest).
+GCLN_HD BlockPos table_slot_position(uint32_t j, int t, const Geom& g, const TableMap& m) {
+  const int n0 = m.nq > 1 ? t / m.cq : 0;
+  const int c0 = m.cq > 1 ? t - (t / m.cq) * m.cq : 0;
   BlockPos b;
-  b.c = c;
-  const uint32_t t0 = g.div_wb.div(j);
-  b.bx = static_cast<int>(j - t0 * static_cast<uint32_t>(g.Wb));
-  const uint32_t t1 = g.div_hb.div(t0);
-  b.by = static_cast<int>(t0 - t1 * static_cast<uint32_t>(g.Hb));
-  b.n = static_cast<int>(t1);
+  uint32_t rest = j;
+  if (g.channel_fastest && m.cc > 1) {
+    const uint32_t t0 = g.div_c.div(rest);
+    b.c = static_cast<int>(rest - t0 * static_cast<uint32_t>(g.C));
+    rest = t0;
+  }
+  const uint32_t t1 = g.div_wb.div(rest);
+  b.bx = static_cast<int>(rest - t1 * static_cast<uint32_t>(g.Wb));
+  const uint32_t t2 = g.div_hb.div(t1);
+  b.by = static_cast<int>(t1 - t2 * static_cast<uint32_t>(g.Hb));
+  if (g.channel_fastest && m.cc > 1) {
+    b.n = n0 + static_cast<int>(t2);
+  } else if (m.cc > 1) {
+    const uint32_t t3 = g.div_c.div(t2);
+    b.c = static_cast<int>(t2 - t3 * static_cast<uint32_t>(g.C));
+    b.n = n0 + static_cast<int>(t3);
+  } else {
+    b.c = c0;
+    b.n = n0 + static_cast<int>(t2);
+  }
   return b;
 }
 
@@ -154,7 +191,7 @@ GCLN_HD void load_column_replicate(const T* __restrict__ p, const Strides& s, co
   const int last = g.H - 1 - b.by * 8;  // >= 0: the block starts inside the image
   GCLN_UNROLL
   for (int k = 0; k < 8; ++k) {
-    v[k] = to_float(*ptr);
+    v[k] = to_float(global_load(ptr));
     if (k < last) ptr += s.h;
   }
 }
@@ -169,7 +206,7 @@ GCLN_HD void load_column_zero(const T* __restrict__ p, const Strides& s, const G
   const int last = g.H - 1 - b.by * 8;
   GCLN_UNROLL
   for (int k = 0; k < 8; ++k) {
-    const float e = to_float(*ptr);  // in bounds (clamped) even where it is replaced by 0
+    const float e = to_float(global_load(ptr));  // in bounds (clamped) even where it is replaced by 0
     v[k] = (w < g.W && k <= last) ? e : 0.0f;
     if (k < last) ptr += s.h;
   }
@@ -186,7 +223,7 @@ GCLN_HD void store_column(T* __restrict__ p, const Strides& s, const Geom& g, co
   GCLN_UNROLL
   for (int k = 0; k < 8; ++k) {
     if (k < rows) {
-      *ptr = T(v[k]);
+      global_store(ptr, T(v[k]));
       ptr += s.h;
     }
   }
@@ -199,105 +236,26 @@ GCLN_HD void store_column(T* __restrict__ p, const Strides& s, const Geom& g, co
 // needed inside one transpose.
 GCLN_HD void write_column(float* buf, int i, const float v[8]) {
   GCLN_UNROLL
-  for (int k = 0; k < 8; ++k) buf[k * kRowPitch + i] = v[k];
+  for (int k = 0; k < 8; ++k) shared_store(buf + k * kRowPitch + i, v[k]);
 }
 
 GCLN_HD void read_column(const float* buf, int i, float v[8]) {
   GCLN_UNROLL
-  for (int k = 0; k < 8; ++k) v[k] = buf[k * kRowPitch + i];
+  for (int k = 0; k < 8; ++k) v[k] = shared_load(buf + k * kRowPitch + i);
 }
 
-// Eight consecutive floats at a 16-byte aligned address, as two float4.
-GCLN_HD void load8(const float* p, float v[8]) {
-#if defined(__CUDA_ARCH__)
-  const float4 a = reinterpret_cast<const float4*>(p)[0];
-  const float4 b = reinterpret_cast<const float4*>(p)[1];
-  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-  v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-#else
-  for (int j = 0; j < 8; ++j) v[j] = p[j];
-#endif
-}
-
-GCLN_HD void store8(float* p, const float v[8]) {
-#if defined(__CUDA_ARCH__)
-  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-#else
-  for (int j = 0; j < 8; ++j) p[j] = v[j];
-#endif
-}
-
-GCLN_HD void read_row(const float* buf, int i, float v[8]) { load8(buf + i * kRowPitch, v); }
-GCLN_HD void write_row(float* buf, int i, const float v[8]) { store8(buf + i * kRowPitch, v); }
+GCLN_HD void read_row(const float* buf, int i, float v[8]) { shared_load8(buf + i * kRowPitch, v); }
+GCLN_HD void write_row(float* buf, int i, const float v[8]) { shared_store8(buf + i * kRowPitch, v); }
 
 // Step tables: entry (r, j) of a table at r * kRowPitch + j, so that thread i
 // fetches the 8 steps of its coefficient row i as two conflict-free float4.
-// Per channel: the inverse steps (scale / q) then the steps (q / scale).
+// Per table: the inverse steps (scale / q) then the steps (q / scale).
 constexpr int kTableFloats = 2 * kBlockFloats;
-constexpr int kMaxSmemTables = 4;  // per-channel tables held in shared memory (RGB and RGBA)
-
-// ----------------------------------------------------------------------------- per-thread phases
-// The kernels are these phases separated by a barrier on the group's 8 lanes
-// (__syncwarp); the host test runs each phase for every thread before the next.
-
-// Forward, phase 1: column i of the block, column DCT, into the block buffer.
-template <typename T>
-GCLN_HD void forward_columns(const T* __restrict__ x, const Strides& sx, const Geom& g, const BlockPos& b, int i,
-                             float* buf) {
-  float v[8];
-  load_column_replicate(x, sx, g, b, i, v);
-  block::fdct8(v);  // v[k] = (D X)[k][i]
-  write_column(buf, i, v);
-}
-
-// Forward, phase 2: row i: row DCT (coefficients Z[i][0..7]), quantize with
-// the steps of coefficient row i, inverse row DCT, back in place.
-GCLN_HD void forward_rows(float* buf, int i, const float inv[8], const float step[8]) {
-  float v[8];
-  read_row(buf, i, v);
-  block::fdct8(v);  // v[j] = Z[i][j]
-  GCLN_UNROLL
-  for (int j = 0; j < 8; ++j) v[j] = block::quantize(v[j], inv[j], step[j]);
-  block::idct8(v);  // v[j] = (Zq D)[i][j]
-  write_row(buf, i, v);
-}
-
-// Forward, phase 3: column i: inverse column DCT and the store.
-template <typename T>
-GCLN_HD void forward_store(const float* buf, T* __restrict__ y, const Strides& sy, const Geom& g, const BlockPos& b,
-                           int i) {
-  float v[8];
-  read_column(buf, i, v);
-  block::idct8(v);  // v[k] = (D^T Zq D)[k][i]
-  store_column(y, sy, g, b, i, v);
-}
-
-// grad_q, phase 1: columns of x (replicate-padded) and of grad_y
-// (zero-padded), column DCTs, into the two block buffers.
-template <typename T>
-GCLN_HD void grad_columns(const T* __restrict__ x, const Strides& sx, const T* __restrict__ gy, const Strides& sg,
-                          const Geom& g, const BlockPos& b, int i, float* xbuf, float* gbuf) {
-  float z[8], gv[8];
-  load_column_replicate(x, sx, g, b, i, z);
-  load_column_zero(gy, sg, g, b, i, gv);
-  block::fdct8(z);
-  block::fdct8(gv);
-  write_column(xbuf, i, z);
-  write_column(gbuf, i, gv);
-}
-
-// grad_q, phase 2: row i of both, row DCTs, acc[j] += G[i][j] * (round(t) - t)
-// with t = Z_x[i][j] * inv[j]. (The caller applies 1/scale to the total.)
-GCLN_HD void grad_rows(const float* xbuf, const float* gbuf, int i, const float inv[8], float acc[8]) {
-  float z[8], gv[8];
-  read_row(xbuf, i, z);
-  read_row(gbuf, i, gv);
-  block::fdct8(z);   // Z_x[i][j]
-  block::fdct8(gv);  // G[i][j]
-  GCLN_UNROLL
-  for (int j = 0; j < 8; ++j) acc[j] = ::fmaf(gv[j], block::lsq_residual(z[j], inv[j]), acc[j]);
-}
+// Tables a forward CTA holds in shared memory: all of them when there are at
+// most this many (shared, per-channel up to 8 channels), else the range of
+// consecutive tables its 32 blocks use (per-sample tables; see
+// forward_table_mode in qnt_cuda_kernels.cuh). 6 KB of shared memory.
+constexpr int kMaxSmemTables = 8;
 
 }  // namespace qnt_cuda
 }  // namespace gcln_fast
