@@ -1,0 +1,184 @@
+"""``gcln_fast.jpeg``: a differentiable JPEG encoder+decoder on the fused QNT op."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from . import _standin
+from .color import rgb_to_ycc, ycc_to_rgb
+from .rounding import clip_output, to_levels
+from .sampling import SUBSAMPLING, downsample, upsample
+from .tables import quality_tables
+
+SURROGATES = ("identity", "cubic", "sine")
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_x(x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"x must have shape (N, 3, H, W) (RGB) or (N, 1, H, W) (grayscale), got {tuple(x.shape)}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+def _quality_tensor(quality, x: torch.Tensor) -> torch.Tensor:
+    """``quality`` as a float32 tensor of shape () or (N,) on x's device, checked to lie in [1, 100]."""
+    if isinstance(quality, bool) or not isinstance(quality, (numbers.Real, torch.Tensor)):
+        raise TypeError(f"quality must be a number or a tensor, got {type(quality).__name__}")
+    if not isinstance(quality, torch.Tensor):
+        if not (math.isfinite(quality) and 1 <= quality <= 100):
+            raise ValueError(f"quality must be in [1, 100], got {quality}")
+        return torch.tensor(float(quality), dtype=torch.float32, device=x.device)
+    if quality.is_complex() or quality.dtype == torch.bool:
+        raise TypeError(f"quality must be a real tensor, got {quality.dtype}")
+    if quality.dim() > 1 or (quality.dim() == 1 and quality.shape[0] != x.shape[0]):
+        raise ValueError(
+            f"quality must be a number, a 0-d tensor or an (N={x.shape[0]},) tensor, got shape {tuple(quality.shape)}"
+        )
+    if quality.device != x.device:
+        raise ValueError(f"quality is on {quality.device} but x is on {x.device}")
+    quality = quality.to(torch.float32)
+    if not torch.compiler.is_compiling():
+        with torch.no_grad():
+            if not bool(((quality >= 1) & (quality <= 100)).all()):  # also catches NaN
+                raise ValueError(
+                    f"quality must be in [1, 100] everywhere, got min {quality.min().item()} max {quality.max().item()}"
+                )
+    return quality
+
+
+def _table(name: str, table, n: int, x: torch.Tensor) -> torch.Tensor:
+    """An explicit table, (8, 8) or (N, 8, 8), in the op's form: (8, 8) or (N, 1, 8, 8) float32."""
+    if not isinstance(table, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of shape (8, 8) or (N, 8, 8), got {type(table).__name__}")
+    if not table.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {table.dtype}")
+    if table.device != x.device:
+        raise ValueError(f"{name} is on {table.device} but x is on {x.device}")
+    if table.shape == (8, 8):
+        table = table.to(torch.float32)
+    elif table.shape == (n, 8, 8):
+        table = table.to(torch.float32).unsqueeze(1)
+    else:
+        raise ValueError(f"{name} must have shape (8, 8) or (N={n}, 8, 8), got {tuple(table.shape)}")
+    if not torch.compiler.is_compiling():
+        with torch.no_grad():
+            if not bool((torch.isfinite(table) & (table > 0)).all()):
+                raise ValueError(f"{name} entries must be positive and finite, got min {table.min().item()}")
+    return table
+
+
+def _tables(quality, luma_table, chroma_table, x: torch.Tensor):
+    """(luma, chroma) tables in the op's form; explicit tables override the quality's."""
+    q = _quality_tensor(quality, x)
+    need_quality = luma_table is None or (chroma_table is None and x.shape[1] == 3)
+    luma, chroma = quality_tables(q) if need_quality else (None, None)
+    if luma_table is not None:
+        luma = _table("luma_table", luma_table, x.shape[0], x)
+    if chroma_table is not None:
+        chroma = _table("chroma_table", chroma_table, x.shape[0], x)
+    return luma, chroma
+
+
+def _quantize(t: torch.Tensor, table: torch.Tensor, surrogate: str, soft_forward: bool, backend: str):
+    """The fused QNT op on level-shifted samples (already in 8-bit units: scale 1)."""
+    return _standin.quantize(t, table, surrogate=surrogate, soft_forward=soft_forward, backend=backend)
+
+
+def _per_channel(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+    """[luma, chroma, chroma] as one (3, 8, 8) or (N, 3, 8, 8) table for a 4:4:4 image."""
+    if luma.dim() == chroma.dim() == 2:
+        return torch.stack((luma, chroma, chroma))
+    luma = luma if luma.dim() == 4 else luma.expand(chroma.shape[0], 1, 8, 8)
+    chroma = chroma if chroma.dim() == 4 else chroma.expand(luma.shape[0], 1, 8, 8)
+    return torch.cat((luma, chroma, chroma), dim=1)
+
+
+def _codec(v, luma, chroma, subsampling, surrogate, soft_forward, round_output, backend):
+    """Encode+decode level values ``v`` (N, C, H, W) in [0, 255]; returns decoded levels, not clipped."""
+    exact_encode = surrogate == "identity" or not soft_forward
+    if exact_encode:  # the encoder reads 8-bit samples
+        v = to_levels(v, 0.0, 255.0)
+    if v.shape[1] == 1:
+        y = _quantize(v - 128.0, luma, surrogate, soft_forward, backend)
+        return (to_levels(y, -128.0, 127.0) if round_output else y) + 128.0
+    ycc = rgb_to_ycc(v, exact=exact_encode)
+    if subsampling == "4:4:4":
+        ycc = _quantize(ycc, _per_channel(luma, chroma), surrogate, soft_forward, backend)
+        y, c = ycc[:, :1], ycc[:, 1:]
+    else:
+        c = downsample(ycc[:, 1:], subsampling, exact=exact_encode)
+        y = _quantize(ycc[:, :1], luma, surrogate, soft_forward, backend)
+        c = _quantize(c, chroma, surrogate, soft_forward, backend)
+    if round_output:  # libjpeg's decoder: the inverse DCT gives 8-bit samples
+        y, c = to_levels(y, -128.0, 127.0), to_levels(c, -128.0, 127.0)
+    c = upsample(c, subsampling, v.shape[-2:], exact=round_output)
+    return ycc_to_rgb(y + 128.0, c, exact=round_output)
+
+
+def jpeg(
+    x: torch.Tensor,
+    quality=75,
+    *,
+    subsampling: str = "4:2:0",
+    surrogate: str = "identity",
+    soft_forward: bool = False,
+    luma_table=None,
+    chroma_table=None,
+    round_output: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Differentiable JPEG compression and decompression of an image batch.
+
+    See ``docs/jpeg.md`` for what each step computes and how it compares with libjpeg.
+
+    Args:
+        x: (N, 3, H, W) RGB or (N, 1, H, W) grayscale images in [0, 1], any H and W,
+            float32/float16/bfloat16 (computed in float32).
+        quality: IJG quality in [1, 100]: a number, a 0-d tensor or an (N,) tensor (one
+            quality per image); mapped to the standard tables exactly as libjpeg does, and
+            differentiable when it is a tensor that requires grad (straight-through over
+            the table's floor and clip, see :mod:`gcln_fast.jpeg.tables`).
+        subsampling: chroma subsampling, ``"4:2:0"`` (libjpeg's default), ``"4:2:2"`` or ``"4:4:4"``.
+        surrogate: rounding surrogate of the quantizer, ``"identity"`` (straight-through,
+            BPDA), ``"cubic"`` or ``"sine"`` (see :func:`gcln_fast.qnt`); the output clip
+            is straight-through for ``"identity"`` and a soft clip otherwise.
+        soft_forward: use the surrogates in the forward as well: a smooth function of x
+            (the 8-bit roundings of the pixel values are then skipped). No effect for
+            ``"identity"``.
+        luma_table, chroma_table: explicit (8, 8) or (N, 8, 8) quantization tables in
+            8-bit levels, overriding ``quality`` (each may be a trainable parameter).
+        round_output: decode as libjpeg does, in 8-bit integers (rounded samples, integer
+            upsampling and colour conversion): the output is a multiple of 1/255.
+        backend: backend of the QNT op (:func:`gcln_fast.available_backends`).
+
+    Returns:
+        The decoded images, shape and dtype of ``x``, clipped to [0, 1].
+    """
+    _check_x(x)
+    _check_choice("subsampling", subsampling, SUBSAMPLING)
+    _check_choice("surrogate", surrogate, SURROGATES)
+    _check_flag("soft_forward", soft_forward)
+    _check_flag("round_output", round_output)
+    if soft_forward and round_output and surrogate != "identity":
+        raise ValueError(
+            "round_output=True rounds the output to 8-bit levels: it cannot be combined with soft_forward=True"
+        )
+    luma, chroma = _tables(quality, luma_table, chroma_table, x)
+    v = _codec(x.to(torch.float32) * 255.0, luma, chroma, subsampling, surrogate, soft_forward, round_output, backend)
+    return clip_output(v / 255.0, surrogate, soft_forward).to(x.dtype)
