@@ -1,9 +1,13 @@
 """Chroma subsampling as libjpeg-turbo does it (jcsample.c, jdsample.c).
 
-Downsampling is the box average of each 2x2 (4:2:0) or 1x2 (4:2:2) group, the image first
-completed to even size by replicating its last row/column (libjpeg's ``expand_right_edge``
-and ``expand_bottom_edge``). libjpeg rounds it with an alternating bias
-(``(sum + 1, 2, 1, 2, ...) >> 2`` and ``(sum + 0, 1, 0, 1, ...) >> 1`` along a row).
+Downsampling is the box average of each 2x2 (4:2:0) or 1x2 (4:2:2) group. At the edges
+libjpeg completes the full-resolution image before averaging: its last column is
+replicated to the width of whole chroma blocks (16-pixel MCUs, ``expand_right_edge``) and
+its last row to an even height (``expand_bottom_edge``); the chroma plane's rows are then
+replicated to whole blocks, which the QNT op's own edge replication does. So the chroma
+columns past the image come from the last image column alone, not from the last chroma
+column. libjpeg rounds the average with an alternating bias (``(sum + 1, 2, 1, 2, ...) >> 2``
+and ``(sum + 0, 1, 0, 1, ...) >> 1`` along a row).
 
 Upsampling is libjpeg's default "fancy" triangle filter: each output sample is 3/4 of the
 nearer and 1/4 of the further input sample along every upsampled axis, edges replicated,
@@ -34,12 +38,15 @@ def _column_bias(pair: tuple[float, float], width: int, like: torch.Tensor) -> t
 
 
 def downsample(c: torch.Tensor, mode: str, exact: bool) -> torch.Tensor:
-    """(N, K, H, W) full-resolution chroma -> (N, K, ceil(H/fv), ceil(W/fh))."""
+    """(N, K, H, W) full-resolution chroma -> (N, K, ceil(H/fv), 8 * ceil(W/16)): whole chroma blocks wide."""
     fv, fh = FACTORS[mode]
     if (fv, fh) == (1, 1):
         return c
-    # ceil_mode averages a partial edge group over its in-image samples only, which equals
-    # the average over the group completed by replication.
+    pad = -c.shape[-1] % (8 * fh)
+    if pad:
+        c = F.pad(c, (0, pad, 0, 0), mode="replicate")
+    # ceil_mode averages a partial edge group (odd height) over its in-image rows only, which
+    # equals the average over the group completed by replication.
     avg = F.avg_pool2d(c, (fv, fh), ceil_mode=True)
     if not exact:
         return avg
@@ -51,6 +58,7 @@ def upsample(c: torch.Tensor, mode: str, size: tuple[int, int], exact: bool) -> 
     fv, fh = FACTORS[mode]
     if (fv, fh) == (1, 1):
         return c
+    c = c[..., : -(-size[0] // fv), : -(-size[1] // fh)]  # the chroma samples inside the image
     if c.shape[-1] <= 2:  # libjpeg's box upsampler: replication
         up = c.repeat_interleave(fv, dim=-2).repeat_interleave(fh, dim=-1)
         return up[..., : size[0], : size[1]]
