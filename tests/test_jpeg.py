@@ -13,7 +13,7 @@ from PIL import Image
 
 import gcln_fast
 from gcln_fast.data.embedded import render_chunk
-from gcln_fast.jpeg import DiffJPEG, jpeg, quality_tables
+from gcln_fast.diffjpeg import DiffJPEG, jpeg, quality_tables
 
 QUALITIES = (25, 50, 75, 95)
 PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
@@ -88,7 +88,7 @@ def test_per_sample_tables_and_quality_gradient():
         ref_luma, ref_chroma = pillow_tables(int(qi))
         assert torch.equal(luma[i, 0].detach(), ref_luma) and torch.equal(chroma[i, 0].detach(), ref_chroma)
     (luma.sum() + chroma.sum()).backward()
-    base = torch.tensor((gcln_fast.jpeg.IJG_LUMA, gcln_fast.jpeg.IJG_CHROMA)).sum()
+    base = torch.tensor((gcln_fast.diffjpeg.IJG_LUMA, gcln_fast.diffjpeg.IJG_CHROMA)).sum()
     d_scaling = torch.where(q < 50, -5000.0 / q.detach() ** 2, torch.full_like(q, -2.0))
     torch.testing.assert_close(q.grad, base / 100.0 * d_scaling)
 
@@ -155,11 +155,14 @@ def test_output_range_shape_dtype_and_levels():
     x = smooth_images(3, 19, 21) * 1.4 - 0.2  # out-of-range input is clipped as an 8-bit encoder would
     y = jpeg(x, 30)
     assert y.shape == x.shape and y.dtype == x.dtype and 0 <= float(y.min()) and float(y.max()) <= 1
-    levels = jpeg(x, 30, round_output=True) * 255
-    assert torch.equal(levels, levels.round())
-    half = jpeg(x.half(), 30)
-    assert half.dtype == torch.float16
-    torch.testing.assert_close(half.float(), y, atol=2e-3, rtol=0)
+    for channels in (x, x[:, :1]):
+        decoded = jpeg(channels, 30, round_output=True)  # 8-bit levels k / 255, as images are read
+        assert torch.equal(decoded, (decoded * 255).round() / 255)
+    for dtype in (torch.float16, torch.bfloat16):  # computed in float32, returned in the input's dtype
+        low = x.to(dtype)
+        out = jpeg(low, 30)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out, jpeg(low.float(), 30).to(dtype), atol=0, rtol=0)
 
 
 # --------------------------------------------------------------------------- per-sample quality
@@ -222,7 +225,7 @@ def test_quality_and_table_gradients():
     q = quality.detach()
     d_scaling = torch.where(q < 50, -5000.0 / q**2, torch.full_like(q, -2.0))
     base_l, base_c = (
-        torch.tensor(t, dtype=torch.float32) for t in (gcln_fast.jpeg.IJG_LUMA, gcln_fast.jpeg.IJG_CHROMA)
+        torch.tensor(t, dtype=torch.float32) for t in (gcln_fast.diffjpeg.IJG_LUMA, gcln_fast.diffjpeg.IJG_CHROMA)
     )
     expected = ((luma.grad * base_l).sum((1, 2)) + (chroma.grad * base_c).sum((1, 2))) / 100 * d_scaling
     torch.testing.assert_close(quality.grad, expected)

@@ -8,9 +8,9 @@ import numbers
 import torch
 
 from . import _standin
-from .color import rgb_to_ycc, ycc_to_rgb
-from .rounding import clip_output, to_levels
-from .sampling import SUBSAMPLING, downsample, upsample
+from .clip import clip_output, straight_through
+from .sampling import SUBSAMPLING
+from .stages import Decode, Encode
 from .tables import quality_tables
 
 SURROGATES = ("identity", "cubic", "sine")
@@ -100,35 +100,22 @@ def _quantize(t: torch.Tensor, table: torch.Tensor, surrogate: str, soft_forward
     return _standin.quantize(t, table, surrogate=surrogate, soft_forward=soft_forward, backend=backend)
 
 
-def _per_channel(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
-    """[luma, chroma, chroma] as one (3, 8, 8) or (N, 3, 8, 8) table for a 4:4:4 image."""
-    if luma.dim() == chroma.dim() == 2:
-        return torch.stack((luma, chroma, chroma))
-    luma = luma if luma.dim() == 4 else luma.expand(chroma.shape[0], 1, 8, 8)
-    chroma = chroma if chroma.dim() == 4 else chroma.expand(luma.shape[0], 1, 8, 8)
-    return torch.cat((luma, chroma, chroma), dim=1)
+def _gray(x, luma, surrogate, soft_forward, round_output, backend):
+    """Grayscale JPEG: the luma plane alone (8-bit gray samples are libjpeg's Y as they are)."""
+    y = _quantize(x.to(torch.float32) * 255.0 - 128.0, luma, surrogate, soft_forward, backend)
+    if round_output:
+        y = straight_through(y, torch.clamp(y.detach(), -128.0, 127.0).add_(0.5).floor_())
+    return clip_output((y + 128.0) / 255.0, surrogate, soft_forward)
 
 
-def _codec(v, luma, chroma, subsampling, surrogate, soft_forward, round_output, backend):
-    """Encode+decode level values ``v`` (N, C, H, W) in [0, 255]; returns decoded levels, not clipped."""
+def _color(x, luma, chroma, subsampling, surrogate, soft_forward, round_output, backend):
     exact_encode = surrogate == "identity" or not soft_forward
-    if exact_encode:  # the encoder reads 8-bit samples
-        v = to_levels(v, 0.0, 255.0)
-    if v.shape[1] == 1:
-        y = _quantize(v - 128.0, luma, surrogate, soft_forward, backend)
-        return (to_levels(y, -128.0, 127.0) if round_output else y) + 128.0
-    ycc = rgb_to_ycc(v, exact=exact_encode)
-    if subsampling == "4:4:4":
-        ycc = _quantize(ycc, _per_channel(luma, chroma), surrogate, soft_forward, backend)
-        y, c = ycc[:, :1], ycc[:, 1:]
-    else:
-        c = downsample(ycc[:, 1:], subsampling, exact=exact_encode)
-        y = _quantize(ycc[:, :1], luma, surrogate, soft_forward, backend)
-        c = _quantize(c, chroma, surrogate, soft_forward, backend)
-    if round_output:  # libjpeg's decoder: the inverse DCT gives 8-bit samples
-        y, c = to_levels(y, -128.0, 127.0), to_levels(c, -128.0, 127.0)
-    c = upsample(c, subsampling, v.shape[-2:], exact=round_output)
-    return ycc_to_rgb(y + 128.0, c, exact=round_output)
+    y, c = Encode.apply(x, subsampling, exact_encode)
+    y = _quantize(y, luma, surrogate, soft_forward, backend)
+    c = _quantize(c, chroma, surrogate, soft_forward, backend)
+    clip_here = surrogate == "identity"  # straight-through clamp, in place inside Decode
+    v = Decode.apply(y, c, subsampling, tuple(x.shape[-2:]), round_output, clip_here)
+    return v if clip_here else clip_output(v, surrogate, soft_forward)
 
 
 def jpeg(
@@ -153,7 +140,7 @@ def jpeg(
         quality: IJG quality in [1, 100]: a number, a 0-d tensor or an (N,) tensor (one
             quality per image); mapped to the standard tables exactly as libjpeg does, and
             differentiable when it is a tensor that requires grad (straight-through over
-            the table's floor and clip, see :mod:`gcln_fast.jpeg.tables`).
+            the table's floor and clip, see :mod:`gcln_fast.diffjpeg.tables`).
         subsampling: chroma subsampling, ``"4:2:0"`` (libjpeg's default), ``"4:2:2"`` or ``"4:4:4"``.
         surrogate: rounding surrogate of the quantizer, ``"identity"`` (straight-through,
             BPDA), ``"cubic"`` or ``"sine"`` (see :func:`gcln_fast.qnt`); the output clip
@@ -180,5 +167,8 @@ def jpeg(
             "round_output=True rounds the output to 8-bit levels: it cannot be combined with soft_forward=True"
         )
     luma, chroma = _tables(quality, luma_table, chroma_table, x)
-    v = _codec(x.to(torch.float32) * 255.0, luma, chroma, subsampling, surrogate, soft_forward, round_output, backend)
-    return clip_output(v / 255.0, surrogate, soft_forward).to(x.dtype)
+    if x.shape[1] == 1:
+        out = _gray(x, luma, surrogate, soft_forward, round_output, backend)
+    else:
+        out = _color(x, luma, chroma, subsampling, surrogate, soft_forward, round_output, backend)
+    return out.to(x.dtype)

@@ -1,0 +1,97 @@
+"""The encoder's and decoder's pixel stages as autograd Functions with hand-written adjoints.
+
+``Encode``: RGB in [0, 1] -> level-shifted Y (N, 1, H, W) and chroma (N, 2, h, w) at the
+chroma resolution, whole 8x8 blocks wide (what the QNT op quantizes). ``Decode``: quantized
+Y and chroma -> RGB in [0, 1] units, not yet clipped.
+
+With ``exact=True`` every rounding is libjpeg's (8-bit YCbCr, rounded box average on the
+encoder side; 8-bit decoded samples, rounded fancy upsampling and colour conversion on the
+decoder side). Either way the backward is the adjoint of the rounding-free linear map
+(the 8-bit roundings and the clamps of intermediate samples are straight-through), computed
+directly: one colour matmul and the resampling adjoint per stage, no autograd graph of the
+pixel glue, which on the CPU costs several times the forward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import color
+from .sampling import chroma_size, downsample, downsample_adjoint, upsample, upsample_adjoint
+
+
+def _mix(m: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None, out=None, **scales) -> torch.Tensor:
+    """Per-pixel channel mix ``m @ v`` of (N, C, L) ``v`` (+ ``bias`` (N, O, L)-broadcastable), one batched matmul."""
+    m = m.expand(v.shape[0], *m.shape)
+    if bias is None:
+        return torch.bmm(m, v, out=out)
+    return torch.baddbmm(bias.expand(v.shape[0], m.shape[1], v.shape[2]), m, v, out=out, **scales)
+
+
+class Encode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, mode: str, exact: bool):
+        n, _, h, w = x.shape
+        ctx.mode, ctx.x_dtype, ctx.x_shape = mode, x.dtype, x.shape
+        levels = x.to(torch.float32) * 255.0  # exact integers for 8-bit images k / 255
+        bias = color.vector(color.ENCODE_BIAS_EXACT if exact else color.ENCODE_BIAS_FLOAT, x).reshape(1, 3, 1)
+        ycc = _mix(color.matrix(color.RGB_TO_YCC, x), levels.view(n, 3, h * w), bias)
+        if exact:
+            ycc.floor_()
+        ycc = ycc.view(n, 3, h, w)
+        chroma = ycc[:, 1:] if mode == "4:4:4" else downsample(ycc[:, 1:], mode, exact)
+        return ycc[:, :1], chroma
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_c):
+        n, _, h, w = ctx.x_shape
+        g = grad_y.new_empty(n, 3, h, w)  # (autograd materialises a missing gradient as zeros)
+        g[:, :1] = grad_y
+        if ctx.mode == "4:4:4":
+            g[:, 1:] = grad_c
+        else:
+            downsample_adjoint(grad_c, ctx.mode, g[:, 1:])
+        m = color.matrix(color.RGB_TO_YCC, g, scale=255.0).T
+        return _mix(m, g.view(n, 3, h * w)).view(n, 3, h, w).to(ctx.x_dtype), None, None
+
+
+def _levels(t: torch.Tensor) -> torch.Tensor:
+    """libjpeg's decoded samples: the inverse DCT rounded half up and range-limited to 8 bits (shifted)."""
+    return torch.clamp(t, -128.0, 127.0).add_(0.5).floor_()
+
+
+class Decode(torch.autograd.Function):
+    """``clip``: clamp the result to [0, 1] in place, with the identity as its gradient."""
+
+    @staticmethod
+    def forward(ctx, y, c, mode: str, size: tuple[int, int], exact: bool, clip: bool):
+        n = y.shape[0]
+        ctx.mode, ctx.size, ctx.c_shape = mode, size, c.shape
+        out = y.new_empty(n, 3, *size)
+        flat = out.view(n, 3, size[0] * size[1])
+        if exact:
+            y, c = _levels(y), _levels(c)
+        up = c if mode == "4:4:4" else upsample(c, mode, size, exact)
+        up = up.reshape(n, 2, flat.shape[2])
+        y = (y + 128.0).reshape(n, 1, flat.shape[2])
+        m = color.matrix(color.YCC_TO_RGB, y)
+        if exact:
+            _mix(m, up, torch.full_like(y[:1, :1, :1], 0.5), out=flat).floor_()
+            flat.add_(y).div_(255.0)  # k / 255, as 8-bit images are read
+        else:  # (Y + M c) / 255 in one matmul
+            _mix(m, up, y, out=flat, beta=1.0 / 255.0, alpha=1.0 / 255.0)
+        return out.clamp_(0.0, 1.0) if clip else out
+
+    @staticmethod
+    def backward(ctx, grad):
+        n, _, h, w = grad.shape
+        g = grad.reshape(n, 3, h * w)
+        grad_y = g.sum(1, keepdim=True).mul_(1.0 / 255.0).view(n, 1, h, w)
+        m = color.matrix(color.YCC_TO_RGB, g, scale=1.0 / 255.0).T
+        grad_up = _mix(m, g).view(n, 2, h, w)
+        if ctx.mode == "4:4:4":
+            return grad_y, grad_up, None, None, None, None
+        ch, cw = chroma_size(ctx.mode, ctx.size)
+        grad_c = grad_up.new_zeros(ctx.c_shape)
+        grad_c[..., :ch, :cw] = upsample_adjoint(grad_up, ctx.mode, (ch, cw))
+        return grad_y, grad_c, None, None, None, None
