@@ -114,7 +114,9 @@ def run(args) -> dict:
             timings = {}
             for name, fn in funcs:
                 done += 1
-                print(f"[{done}/{total}] {mode:16s} {'x'.join(map(str, shape)):15s} {name}", file=sys.stderr, flush=True)
+                print(
+                    f"[{done}/{total}] {mode:16s} {'x'.join(map(str, shape)):15s} {name}", file=sys.stderr, flush=True
+                )
                 timings[name] = time_call(fn, x, grad, mode, device, args.min_time, threads)
             eager, floor = timings["eager reference"], timings["x.clone()"]
             for name, seconds in timings.items():

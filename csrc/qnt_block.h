@@ -1,13 +1,16 @@
-// The block math of the QNT op, written once for every C++ and CUDA backend.
+// The block math of the QNT op, written once for every C++ and CUDA backend
+// (the contract: docs/qnt-op.md).
 //
 // An 8-point orthonormal DCT-II (and its inverse, the DCT-III) as an even/odd
 // partial butterfly: 8 add/sub, then a 2x2 and a 4x4 rotation with the
 // normalisation folded into the constants (36 flops with FMA, and exactly
 // orthonormal so the step-size gradient sees true coefficients), plus the
-// quantizer. Everything is templated on the lane type T: `float` for scalar
-// code (CUDA threads, tests), `at::vec::Vectorized<float>` for the CPU kernel
-// (one lane per column or row, eight blocks' worth of points at once).
-// A lane type other than float specialises BlockArith before instantiating.
+// quantizer: the rounding R(u) with the contract's tie rule and the rounding
+// surrogates' values and slopes. Everything is templated on the lane type T:
+// `float` for scalar code (CUDA threads, tests), `at::vec::Vectorized<float>`
+// for the CPU kernel (one lane per column or row, eight blocks' worth of points
+// at once). A lane type other than float specialises BlockArith before
+// instantiating.
 #pragma once
 
 #include <cmath>
@@ -32,6 +35,21 @@ constexpr float kC5 = 0.27778511650980114f;
 constexpr float kC6 = 0.19134171618254492f;
 constexpr float kC7 = 0.09754516100806417f;
 
+// R(u)'s tie window: u within kTieWindow * max(1, |u|) of a half-integer is a tie.
+constexpr float kTieWindow = 1.52587890625e-05f;  // 2^-16
+
+// The sine surrogate's polynomials (gcln_fast/qnt_constants.py has the same
+// numbers): sin(pi t) ~ t * P(t^2), cos(pi t) ~ Q(t^2) for |t| <= 1/2. Scalars,
+// not arrays: CUDA device code may use namespace-scope constexpr scalars only.
+constexpr float kSinPi0 = 3.141592594593935f, kSinPi1 = -5.1677076550608385f, kSinPi2 = 2.550042863625808f,
+                kSinPi3 = -0.5981084222133332f, kSinPi4 = 0.07733611844825648f;
+constexpr float kCosPi0 = 0.9999999998753734f, kCosPi1 = -4.934802150819874f, kCosPi2 = 4.0587095754178275f,
+                kCosPi3 = -1.33521663214135f, kCosPi4 = 0.23495867543651583f, kCosPi5 = -0.024431017226697254f;
+constexpr float kInvPi = 0.3183098861837907f;
+
+// The rounding surrogates of the backward (and of the soft forward).
+enum class Surrogate : int { kIdentity = 0, kCubic = 1, kSine = 2 };
+
 template <typename T>
 struct BlockArith {
   static GCLN_HD T splat(float c) { return T(c); }
@@ -39,6 +57,12 @@ struct BlockArith {
   static GCLN_HD T msub(T a, T b, T c) { return a * b - c; }
   // Round half to even, as torch.round: rintf under the default rounding mode.
   static GCLN_HD T round(T x) { return ::rintf(x); }
+  static GCLN_HD T floor(T x) { return ::floorf(x); }
+  static GCLN_HD T abs(T x) { return ::fabsf(x); }
+  // max(a, b) for a possibly NaN and b not NaN (either result is fine then).
+  static GCLN_HD T max(T a, T b) { return a > b ? a : b; }
+  // t >= 0 ? a : b (a NaN t, which only comes with an infinite or NaN u, may pick either).
+  static GCLN_HD T select_nonneg(T t, T a, T b) { return t >= 0.f ? a : b; }
 };
 
 // v <- D v (forward 8-point DCT-II along the array index, lane-wise).
@@ -88,19 +112,95 @@ GCLN_HD void idct8(T v[8]) {
   v[4] = e3 - o3;
 }
 
-// round(z / q) * q, with 1/q precomputed. The step tables the kernels pass in
+// R(u): the nearest integer, except that u within tau = 2^-16 max(1, |u|) of a
+// half-integer f + 1/2 (f = floor(u)) is a tie and goes to the even neighbour.
+// As instructions: rint(u), or rint(f + 1/2) (an exact tie, so ties-to-even
+// picks the even neighbour) when tau - |u - (f + 1/2)| >= 0. That difference
+// is computed exactly where it decides (tau is a power-of-two multiple of
+// max(1, |u|), and u - (f + 1/2) is exact whenever |u - (f + 1/2)| <= 1/4), so
+// the result equals the contract's formula for every float u; the tests check
+// it on dense samples around half-integers and window edges.
+template <typename T, typename A = BlockArith<T>>
+GCLN_HD T round_tie(T u) {
+  const T h = A::floor(u) + A::splat(0.5f);
+  const T slack = A::msub(A::max(A::abs(u), A::splat(1.f)), A::splat(kTieWindow), A::abs(u - h));
+  return A::round(A::select_nonneg(slack, h, u));
+}
+
+// sin(pi t) and cos(pi t) for |t| <= 1/2 (Horner on t^2).
+template <typename T, typename A = BlockArith<T>>
+GCLN_HD T sin_pi(T t) {
+  const T t2 = t * t;
+  T p = A::madd(t2, A::splat(kSinPi4), A::splat(kSinPi3));
+  p = A::madd(p, t2, A::splat(kSinPi2));
+  p = A::madd(p, t2, A::splat(kSinPi1));
+  p = A::madd(p, t2, A::splat(kSinPi0));
+  return p * t;
+}
+
+template <typename T, typename A = BlockArith<T>>
+GCLN_HD T cos_pi(T t) {
+  const T t2 = t * t;
+  T p = A::madd(t2, A::splat(kCosPi5), A::splat(kCosPi4));
+  p = A::madd(p, t2, A::splat(kCosPi3));
+  p = A::madd(p, t2, A::splat(kCosPi2));
+  p = A::madd(p, t2, A::splat(kCosPi1));
+  return A::madd(p, t2, A::splat(kCosPi0));
+}
+
+// s(u) for r = R(u): identity R(u); cubic R(u) + (u - R(u))^3; sine
+// u - sin(2 pi u) / (2 pi), periodic, so reduced to t = u - rint(u) exactly.
+template <Surrogate S, typename T, typename A = BlockArith<T>>
+GCLN_HD T surrogate_value(T u, T r) {
+  if constexpr (S == Surrogate::kIdentity) {
+    return r;
+  } else if constexpr (S == Surrogate::kCubic) {
+    const T e = u - r;
+    return A::madd(e * e, e, r);
+  } else {
+    const T t = u - A::round(u);
+    return A::madd(sin_pi<T, A>(t) * cos_pi<T, A>(t), A::splat(-kInvPi), u);
+  }
+}
+
+// s'(u) for r = R(u): identity 1; cubic 3 (u - R(u))^2; sine 1 - cos(2 pi u) = 2 sin(pi u)^2.
+template <Surrogate S, typename T, typename A = BlockArith<T>>
+GCLN_HD T surrogate_slope(T u, T r) {
+  if constexpr (S == Surrogate::kIdentity) {
+    return A::splat(1.f);
+  } else if constexpr (S == Surrogate::kCubic) {
+    const T e = u - r;
+    return (e * e) * A::splat(3.f);
+  } else {
+    const T sp = sin_pi<T, A>(u - A::round(u));
+    return (sp * sp) * A::splat(2.f);
+  }
+}
+
+// q * R(z / q), with 1/q precomputed. The step tables the kernels pass in
 // fold the op's `scale` in (z is a coefficient of x, not of x * scale):
 // inv_step = scale / q, step = q / scale.
 template <typename T, typename A = BlockArith<T>>
 GCLN_HD T quantize(T z, T inv_step, T step) {
-  return A::round(z * inv_step) * step;
+  return round_tie<T, A>(z * inv_step) * step;
 }
 
-// round(t) - t with t = z / q: the factor of the LSQ step-size gradient.
+// The forward's quantizer: q * F(z / q) with F = R, or F = s when soft.
+template <Surrogate S, bool kSoft, typename T, typename A = BlockArith<T>>
+GCLN_HD T quantize_as(T z, T inv_step, T step) {
+  if constexpr (!kSoft || S == Surrogate::kIdentity) {
+    return quantize<T, A>(z, inv_step, step);
+  } else {
+    const T u = z * inv_step;
+    return surrogate_value<S, T, A>(u, round_tie<T, A>(u)) * step;
+  }
+}
+
+// R(t) - t with t = z / q: the factor of the LSQ step-size gradient (identity surrogate).
 template <typename T, typename A = BlockArith<T>>
 GCLN_HD T lsq_residual(T z, T inv_step) {
   const T t = z * inv_step;
-  return A::round(t) - t;
+  return round_tie<T, A>(t) - t;
 }
 
 // A whole 8x8 block in scalar code, b[row][col]: b <- D b D^T (columns, then rows).

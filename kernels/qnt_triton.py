@@ -1,4 +1,4 @@
-"""Triton kernels of the QNT op (``shared/design/qnt-op.md``) and their ``torch.library`` ops.
+"""Triton kernels of the QNT op (``docs/qnt-op.md``) and their ``torch.library`` ops.
 
 Ops (registered with :func:`torch.library.triton_op`, so ``torch.compile`` traces
 into the kernels; autograd is registered by ``gcln_fast/ops.py``):

@@ -9,50 +9,24 @@ larger shapes.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
-import pathlib
 import sys
 
 import pytest
 import torch
 
+pytest.importorskip("triton", reason="Triton is not installed")
 
-def _map_kernels_package() -> None:
-    """Make ``gcln_fast.kernels`` importable from a source checkout that is not pip-installed.
-
-    setup.py installs the top-level ``kernels/`` directory as ``gcln_fast.kernels``
-    (the editable install maps it too); in a plain checkout that name does not
-    exist, so map it here: the kernel tests then run, and the public-API tests
-    skip if ``gcln_fast.ops`` could not load the Triton backend.
-    """
-    try:
-        importlib.import_module("gcln_fast.kernels")
-        return
-    except ImportError:
-        pass
-    kernels_dir = pathlib.Path(sys.modules["gcln_fast"].__file__).parent.parent / "kernels"
-    if not (kernels_dir / "__init__.py").exists():
-        return
-    kspec = importlib.util.spec_from_file_location(
-        "gcln_fast.kernels", kernels_dir / "__init__.py", submodule_search_locations=[str(kernels_dir)]
-    )
-    module = importlib.util.module_from_spec(kspec)
-    sys.modules["gcln_fast.kernels"] = module
-    kspec.loader.exec_module(module)
-
-
-_map_kernels_package()
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 import gcln_fast  # noqa: E402
+from gcln_fast import ops  # noqa: E402
+from gcln_fast.kernels import qnt_triton as qt  # noqa: E402  (the installed package's module: must import)
 from gcln_fast.reference import BLOCK, dct_matrix, qnt_coefficients, qnt_reference  # noqa: E402
 
 from helpers import assert_qnt_close  # noqa: E402
-
-qt = pytest.importorskip("gcln_fast.kernels.qnt_triton", reason="Triton is not installed")
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -66,7 +40,7 @@ else:
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (compiled Triton)")
 api_triton = pytest.mark.skipif(
     "triton" not in gcln_fast.available_backends(DEVICE),
-    reason="backend 'triton' not registered by gcln_fast.ops (gcln_fast.kernels not importable when gcln_fast loaded)",
+    reason=f"gcln_fast.ops does not offer backend 'triton' here: {ops.TRITON_ERROR}",
 )
 
 VARIANTS = list(qt.VARIANTS)
@@ -203,7 +177,7 @@ def test_forward_matches_reference(shape, dtype, qform, variant):
     q, table = make_q(qform, shape[1])
     y = qt.launch_qnt(x, table, 255.0, variant=variant)
     assert y.dtype == dtype and y.shape == x.shape
-    assert_qnt_close(y, qnt_reference(x, q), x, q)
+    assert_qnt_close(y, x, q)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -211,7 +185,7 @@ def test_forward_matches_reference(shape, dtype, qform, variant):
 def test_forward_every_q_form(qform, variant):
     x = rand((2, 3, 7, 9))
     q, table = make_q(qform, 3)
-    assert_qnt_close(qt.launch_qnt(x, table, 255.0, variant=variant), qnt_reference(x, q), x, q)
+    assert_qnt_close(qt.launch_qnt(x, table, 255.0, variant=variant), x, q)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -233,7 +207,7 @@ def test_forward_memory_layouts(layout, variant):
     if layout == "channels_last":
         assert y.is_contiguous(memory_format=torch.channels_last)
     assert y.stride() == torch.empty_like(x).stride()
-    assert_qnt_close(y, qnt_reference(x, q), x, q)
+    assert_qnt_close(y, x, q)
 
 
 @pytest.mark.parametrize("scale", [1.0, 1000.0])
@@ -242,7 +216,7 @@ def test_scale(scale):
     q, table = make_q("freq", 2)
     q = q / 50 if scale == 1.0 else q
     table = table / 50 if scale == 1.0 else table
-    assert_qnt_close(qt.launch_qnt(x, table, scale), qnt_reference(x, q, scale), x, q, scale)
+    assert_qnt_close(qt.launch_qnt(x, table, scale), x, q, scale)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, under the interpreter
@@ -257,10 +231,11 @@ def test_nan_and_inf_stay_in_their_block(variant):
     bad[0, 0, :8, :8] = False
     bad[0, 1, 16:, 16:] = False
     assert not bool(bad.any())
-    clean = rand((1, 2, 20, 20))
-    finite = torch.isfinite(y)
-    y_ref = qnt_reference(clean, 10.0)
-    assert torch.equal(finite, torch.isfinite(y_ref) & finite)
+    # The blocks away from the NaN/Inf are what the reference makes of this same input.
+    y_ref = qnt_reference(x, 10.0)
+    assert torch.equal(torch.isfinite(y), torch.isfinite(y_ref))
+    finite = torch.isfinite(y_ref)
+    torch.testing.assert_close(y[finite], y_ref[finite], atol=2e-6, rtol=0)
 
 
 def test_empty_tensors():
@@ -319,7 +294,7 @@ def test_variants_agree():
     _, table = make_q("channel", 3)
     y = [qt.launch_qnt(x, table, 255.0, variant=v) for v in VARIANTS]
     for other in y[1:]:
-        assert_qnt_close(other, y[0], x, table)
+        assert_qnt_close(other, x, table)
 
 
 def test_bad_variant():
@@ -350,7 +325,7 @@ def test_public_api_forward_and_gradients(qform):
     qs = [q.clone().requires_grad_(True) for _ in range(2)]
     y_t = gcln_fast.qnt(xs[0], qs[0], backend="triton")
     y_r = gcln_fast.qnt(xs[1], qs[1], backend="reference")
-    assert_qnt_close(y_t.detach(), y_r.detach(), x, q)
+    assert_qnt_close(y_t.detach(), x, q)
     y_t.backward(gy)
     y_r.backward(gy)
     assert torch.equal(xs[0].grad, gy)  # straight-through
@@ -368,24 +343,22 @@ def test_layer_trainable_backward(kind):
     x = rand((2, 3, 12, 20))
     gy = rand(x.shape, seed=7) - 0.5
     outs = [layer(x) for layer in layers]
-    assert_qnt_close(outs[0].detach(), outs[1].detach(), x, 9.0)
+    assert_qnt_close(outs[0].detach(), x, 9.0)
     for out in outs:
         out.backward(gy)
     grads = [next(layer.parameters()).grad for layer in layers]
     assert grads[0] is not None and grads[0].shape == grads[1].shape
-    # d/dlog q = q * d/dq: the same check on the raw step gradient.
     q = layers[1].q.detach()
-    assert_grad_q_close(grads[0] / q, gy, x, q)
+    assert_grad_q_close(grads[0], gy, x, q)
 
 
 # --------------------------------------------------------------------------- CUDA only (compiled Triton)
 
 
 @needs_cuda
+@api_triton
 @pytest.mark.parametrize("qform", ["freq", "channel"])
 def test_opcheck(qform):
-    from gcln_fast import ops  # registers the ops' autograd
-
     assert ops._ops("triton")[0] is qt.qnt_triton
     x = rand((2, 3, 13, 18))
     _, table = make_q(qform, 3)
@@ -396,9 +369,8 @@ def test_opcheck(qform):
 
 
 @needs_cuda
+@api_triton
 def test_compile_fullgraph_matches_eager():
-    from gcln_fast import ops  # noqa: F401  (autograd registration)
-
     x = rand((4, 3, 35, 41))
     _, table = make_q("channel", 3)
 
@@ -406,7 +378,7 @@ def test_compile_fullgraph_matches_eager():
         return qt.qnt_triton(x * 1.0, table, 255.0).relu()
 
     # not bitwise: the compiled graph may autotune to another tiling (summation order within a block)
-    assert_qnt_close(torch.compile(f, fullgraph=True)(x, table), f(x, table), x, table)
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(x, table), f(x, table), atol=1e-5, rtol=0)
 
     layer = gcln_fast.QuantizedDCT(9.0, channels=3, trainable=True, backend="triton").to(DEVICE)
     compiled = torch.compile(layer, fullgraph=True)
@@ -424,7 +396,7 @@ def test_tf32x3_precision_option():
     x = rand((4, 3, 64, 64))
     _, table = make_q("freq", 3)
     y = qt.launch_qnt(x, table, 255.0, variant="dot", precision="tf32x3")
-    assert_qnt_close(y, qnt_reference(x, table[0]), x, table[0])
+    assert_qnt_close(y, x, table[0])
 
 
 def test_import_without_triton_raises_import_error(monkeypatch):

@@ -1,4 +1,5 @@
-// Fused QNT kernels for the CPU: forward and the LSQ step-size gradient.
+// Fused QNT kernels for the CPU: the forward and the fused backward
+// (grad_x through the surrogate's slope and grad_q), docs/qnt-op.md.
 //
 // One 8x8 block lives in eight 8-lane vectors, one per row. The 1-D
 // transforms of csrc/qnt_block.h run lane-wise down the columns, an in-register
@@ -39,6 +40,19 @@ struct BlockArith<Vec> {
   static inline Vec madd(Vec a, Vec b, Vec c) { return at::vec::fmadd(a, b, c); }
   static inline Vec msub(Vec a, Vec b, Vec c) { return at::vec::fmsub(a, b, c); }
   static inline Vec round(Vec x) { return x.round(); }  // nearest, ties to even
+#if defined(CPU_CAPABILITY_AVX2)
+  static inline Vec floor(Vec x) { return _mm256_floor_ps(x); }
+  static inline Vec abs(Vec x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), x); }
+  // vmaxps returns its second operand when either is NaN: max(NaN, 1) = 1, as the contract allows.
+  static inline Vec max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+  // blendv picks by the sign bit alone: t >= 0 (sign clear) -> a.
+  static inline Vec select_nonneg(Vec t, Vec a, Vec b) { return _mm256_blendv_ps(a, b, t); }
+#else
+  static inline Vec floor(Vec x) { return x.floor(); }
+  static inline Vec abs(Vec x) { return x.abs(); }
+  static inline Vec max(Vec a, Vec b) { return Vec::blendv(b, a, a > b); }
+  static inline Vec select_nonneg(Vec t, Vec a, Vec b) { return Vec::blendv(a, b, t < Vec(0.f)); }
+#endif
 };
 }  // namespace gcln_fast::block
 
@@ -46,6 +60,7 @@ namespace gcln_fast {
 namespace {
 
 using VA = block::BlockArith<Vec>;
+using block::Surrogate;
 
 // In-register 8x8 transpose (unpack, shuffle, 128-bit permute: 24 shuffles).
 // at::vec has no register-to-register form, and its memory form costs a
@@ -131,7 +146,7 @@ inline void load_block(const PlaneView<const T>& p, int64_t y0, int64_t x0, Vec 
   for (int m = rows; m < 8; ++m) r[m] = kZeroPad ? Vec(0.f) : r[rows - 1];
 }
 
-// Stores the in-image part of a block; the padded pixels are dropped.
+// Stores the in-image part of a block; the padded pixels are dropped (the forward's crop).
 template <typename T>
 inline void store_block(const PlaneView<T>& p, int64_t y0, int64_t x0, const Vec r[8]) {
   const int rows = static_cast<int>(std::min<int64_t>(8, p.H - y0));
@@ -158,20 +173,50 @@ inline void store_block(const PlaneView<T>& p, int64_t y0, int64_t x0, const Vec
   }
 }
 
-// Per q-table: [inv_step (64), step (64)], each transposed to match the
-// coefficient layout, with `scale` folded in (the kernels transform x, not x * scale).
-std::vector<float> step_tables(const at::Tensor& q, double scale) {
+// The adjoint of the replicate padding, then the store: rows and columns of
+// the block that fall outside the image are added onto the last in-image row
+// and column (the corner onto both), and the in-image part is stored.
+template <typename T>
+inline void store_block_adjoint(const PlaneView<T>& p, int64_t y0, int64_t x0, Vec r[8]) {
+  const int rows = static_cast<int>(std::min<int64_t>(8, p.H - y0));
+  const int cols = static_cast<int>(std::min<int64_t>(8, p.W - x0));
+  for (int m = rows; m < 8; ++m) r[rows - 1] = r[rows - 1] + r[m];
+  if (cols < 8) {
+    alignas(32) float tmp[8];
+    for (int m = 0; m < rows; ++m) {
+      r[m].store(tmp);
+      for (int j = cols; j < 8; ++j) tmp[cols - 1] += tmp[j];
+      r[m] = Vec::loadu(tmp);
+    }
+  }
+  store_block(p, y0, x0, r);
+}
+
+// Per canonical table t = (Nq, Cq) index: [inv_step (64), step (64)], each
+// transposed to match the coefficient layout, with `scale` folded in (the
+// kernels transform x, not x * scale).
+struct StepTables {
+  std::vector<float> data;
+  int64_t nq = 1, cq = 1;
+  int64_t count() const { return nq * cq; }
+  int64_t index(int64_t n, int64_t c) const { return (nq > 1 ? n * cq : 0) + (cq > 1 ? c : 0); }
+  const float* at(int64_t t) const { return data.data() + t * 128; }
+};
+
+StepTables step_tables(const at::Tensor& q, double scale) {
   const at::Tensor qc = q.contiguous();
   const float* qp = qc.const_data_ptr<float>();
-  const int64_t cq = qc.size(0);
-  std::vector<float> t(cq * 128);
-  for (int64_t c = 0; c < cq; ++c) {
+  StepTables t;
+  t.nq = qc.size(0);
+  t.cq = qc.size(1);
+  t.data.resize(t.count() * 128);
+  for (int64_t i = 0; i < t.count(); ++i) {
     for (int k1 = 0; k1 < 8; ++k1) {
       for (int k2 = 0; k2 < 8; ++k2) {
-        const float v = qp[c * 64 + k1 * 8 + k2];
-        TORCH_CHECK_VALUE(v > 0.f && std::isfinite(v), "q must be positive and finite, got ", v);
-        t[c * 128 + k2 * 8 + k1] = static_cast<float>(scale / v);
-        t[c * 128 + 64 + k2 * 8 + k1] = static_cast<float>(v / scale);
+        const float v = qp[i * 64 + k1 * 8 + k2];
+        check_qnt_q_value(v, scale);
+        t.data[i * 128 + k2 * 8 + k1] = static_cast<float>(scale / v);
+        t.data[i * 128 + 64 + k2 * 8 + k1] = static_cast<float>(v / scale);
       }
     }
   }
@@ -195,8 +240,8 @@ struct Layout {
   PlaneView<T> plane(int64_t n, int64_t c) const { return {data + n * sN + c * sC, H, W, sH, sW}; }
 };
 
-template <typename scalar_t>
-void qnt_forward_kernel(const at::Tensor& x, const std::vector<float>& tables, int64_t cq, at::Tensor& y) {
+template <typename scalar_t, Surrogate S, bool kSoft>
+void qnt_forward_kernel(const at::Tensor& x, const StepTables& tables, at::Tensor& y) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t nby = (H + 7) / 8, nbx = (W + 7) / 8;
   const Layout<const scalar_t> xl(x.const_data_ptr<scalar_t>(), x);
@@ -208,9 +253,9 @@ void qnt_forward_kernel(const at::Tensor& x, const std::vector<float>& tables, i
     int64_t table_loaded = -1;
     for (int64_t s = begin; s < end; ++s) {
       const int64_t by = s % nby, c = (s / nby) % C, n = s / (nby * C);
-      const int64_t table = cq == 1 ? 0 : c;
+      const int64_t table = tables.index(n, c);
       if (table != table_loaded) {
-        load_tables(tables.data() + table * 128, inv, step);
+        load_tables(tables.at(table), inv, step);
         table_loaded = table;
       }
       const PlaneView<const scalar_t> src = xl.plane(n, c);
@@ -218,7 +263,7 @@ void qnt_forward_kernel(const at::Tensor& x, const std::vector<float>& tables, i
       for (int64_t bx = 0; bx < nbx; ++bx) {
         load_block<false>(src, by * 8, bx * 8, r);
         forward_2d(r);
-        for (int k = 0; k < 8; ++k) r[k] = block::quantize<Vec, VA>(r[k], inv[k], step[k]);
+        for (int k = 0; k < 8; ++k) r[k] = block::quantize_as<S, kSoft, Vec, VA>(r[k], inv[k], step[k]);
         inverse_2d(r);
         store_block(dst, by * 8, bx * 8, r);
       }
@@ -226,92 +271,192 @@ void qnt_forward_kernel(const at::Tensor& x, const std::vector<float>& tables, i
   });
 }
 
-template <typename scalar_t>
-void qnt_grad_q_kernel(const at::Tensor& g, const at::Tensor& x, const std::vector<float>& tables, int64_t cq,
-                       double scale, at::Tensor& out) {
+// The planes (n, c) whose blocks use table t, in a fixed order (i < planes()).
+struct TableWalk {
+  int64_t nq, cq, pn, pc;
+  TableWalk(int64_t N, int64_t C, const StepTables& t)
+      : nq(t.nq), cq(t.cq), pn(t.nq > 1 ? 1 : N), pc(t.cq > 1 ? 1 : C) {}
+  int64_t planes() const { return pn * pc; }
+  void plane(int64_t t, int64_t i, int64_t& n, int64_t& c) const {
+    n = nq > 1 ? t / cq : i / pc;
+    c = cq > 1 ? t % cq : i % pc;
+  }
+};
+
+// One block of the backward: G = D g D^T; grad_q's terms G (s(u) - u s'(u))
+// into acc, and (kGradX) g <- s'(u) G, ready for the inverse transform.
+template <Surrogate S, bool kGradX, bool kGradQ>
+inline void backward_block(const Vec z[8], Vec g[8], const Vec inv[8], Vec acc[8]) {
+  for (int k = 0; k < 8; ++k) {
+    const Vec u = z[k] * inv[k];
+    const Vec r = block::round_tie<Vec, VA>(u);
+    const Vec slope = block::surrogate_slope<S, Vec, VA>(u, r);
+    if constexpr (kGradQ) {
+      Vec factor;
+      if constexpr (S == Surrogate::kIdentity) {
+        factor = r - u;
+      } else {
+        factor = block::surrogate_value<S, Vec, VA>(u, r) - u * slope;
+      }
+      acc[k] = VA::madd(g[k], factor, acc[k]);
+    }
+    if constexpr (kGradX) g[k] = g[k] * slope;
+  }
+}
+
+// The fused backward: one pass over x and grad_y. Deterministic grad_q: the
+// partition into chunks depends on the shape only (never on the thread
+// count), each chunk sums in a fixed order into float lanes, and the chunk
+// partials are added in chunk order in double. Chunks never straddle tables.
+template <typename scalar_t, Surrogate S, bool kGradX, bool kGradQ>
+void qnt_backward_kernel(const at::Tensor& g, const at::Tensor& x, const StepTables& tables, double scale,
+                         at::Tensor& grad_x, at::Tensor& grad_q) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t nby = (H + 7) / 8, nbx = (W + 7) / 8;
   const Layout<const scalar_t> xl(x.const_data_ptr<scalar_t>(), x);
   const Layout<const scalar_t> gl(g.const_data_ptr<scalar_t>(), g);
-  // Deterministic reduction: the partition into chunks depends on the shape
-  // only (never on the thread count), each chunk sums in a fixed order, and
-  // the chunk partials are added in chunk order. Chunks never straddle channels.
-  const int64_t strips_per_channel = N * nby;
+  const Layout<scalar_t> gxl(kGradX ? grad_x.mutable_data_ptr<scalar_t>() : nullptr, kGradX ? grad_x : x);
+  const TableWalk walk(N, C, tables);
+  const int64_t strips = walk.planes() * nby;  // per table
   const int64_t chunk_strips = std::max<int64_t>(1, 256 / nbx);
-  const int64_t chunks_per_channel = (strips_per_channel + chunk_strips - 1) / chunk_strips;
-  std::vector<double> partial(C * chunks_per_channel * 64, 0.0);
-  at::parallel_for(0, C * chunks_per_channel, 1, [&](int64_t begin, int64_t end) {
+  const int64_t chunks_per_table = (strips + chunk_strips - 1) / chunk_strips;
+  std::vector<double> partial(kGradQ ? tables.count() * chunks_per_table * 64 : 0);
+  at::parallel_for(0, tables.count() * chunks_per_table, 1, [&](int64_t begin, int64_t end) {
     Vec inv[8], step[8], z[8], gz[8], acc[8];
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      const int64_t c = chunk / chunks_per_channel;
-      const int64_t j0 = (chunk % chunks_per_channel) * chunk_strips;
-      const int64_t j1 = std::min(j0 + chunk_strips, strips_per_channel);
-      load_tables(tables.data() + (cq == 1 ? 0 : c) * 128, inv, step);
+      const int64_t t = chunk / chunks_per_table;
+      const int64_t j0 = (chunk % chunks_per_table) * chunk_strips;
+      const int64_t j1 = std::min(j0 + chunk_strips, strips);
+      load_tables(tables.at(t), inv, step);
       for (int k = 0; k < 8; ++k) acc[k] = Vec(0.f);
       for (int64_t j = j0; j < j1; ++j) {
-        const int64_t n = j / nby, by = j % nby;
-        const PlaneView<const scalar_t> xs = xl.plane(n, c);
-        const PlaneView<const scalar_t> gs = gl.plane(n, c);
+        int64_t n, c;
+        walk.plane(t, j / nby, n, c);
+        const int64_t y0 = (j % nby) * 8;
+        const PlaneView<const scalar_t> xs = xl.plane(n, c), gs = gl.plane(n, c);
         for (int64_t bx = 0; bx < nbx; ++bx) {
-          load_block<false>(xs, by * 8, bx * 8, z);
+          load_block<false>(xs, y0, bx * 8, z);
           forward_2d(z);
-          load_block<true>(gs, by * 8, bx * 8, gz);
+          load_block<true>(gs, y0, bx * 8, gz);
           forward_2d(gz);
-          for (int k = 0; k < 8; ++k) acc[k] = VA::madd(gz[k], block::lsq_residual<Vec, VA>(z[k], inv[k]), acc[k]);
+          backward_block<S, kGradX, kGradQ>(z, gz, inv, acc);
+          if constexpr (kGradX) {
+            inverse_2d(gz);
+            store_block_adjoint(gxl.plane(n, c), y0, bx * 8, gz);
+          }
         }
       }
-      alignas(32) float a[64];
-      for (int k = 0; k < 8; ++k) acc[k].store(a + 8 * k);
-      double* dst = partial.data() + chunk * 64;
-      for (int i = 0; i < 64; ++i) dst[i] = a[i];
+      if constexpr (kGradQ) {
+        alignas(32) float a[64];
+        for (int k = 0; k < 8; ++k) acc[k].store(a + 8 * k);
+        std::copy(a, a + 64, partial.data() + chunk * 64);
+      }
     }
   });
-  // G is the transform of grad_y (y = V / scale) and the residual is taken on
-  // x * scale / q, so the sum carries exactly the contract's 1/scale.
-  float* op = out.mutable_data_ptr<float>();
-  std::vector<double> sum(cq * 64, 0.0);
-  for (int64_t chunk = 0; chunk < C * chunks_per_channel; ++chunk) {
-    double* s = sum.data() + (cq == 1 ? 0 : chunk / chunks_per_channel) * 64;
-    const double* p = partial.data() + chunk * 64;
-    for (int i = 0; i < 64; ++i) s[i] += p[i];
+  if constexpr (kGradQ) {
+    // G is the transform of grad_y (y = V / scale) and the factor is taken on
+    // u = x * scale / q, so the sum carries exactly the contract's 1/scale.
+    float* out = grad_q.mutable_data_ptr<float>();
+    for (int64_t t = 0; t < tables.count(); ++t) {
+      double sum[64] = {};
+      for (int64_t chunk = t * chunks_per_table; chunk < (t + 1) * chunks_per_table; ++chunk)
+        for (int i = 0; i < 64; ++i) sum[i] += partial[chunk * 64 + i];
+      for (int k1 = 0; k1 < 8; ++k1)
+        for (int k2 = 0; k2 < 8; ++k2) out[t * 64 + k1 * 8 + k2] = static_cast<float>(sum[k2 * 8 + k1] / scale);
+    }
   }
-  for (int64_t t = 0; t < cq; ++t)
-    for (int k1 = 0; k1 < 8; ++k1)
-      for (int k2 = 0; k2 < 8; ++k2) op[t * 64 + k1 * 8 + k2] = static_cast<float>(sum[t * 64 + k2 * 8 + k1] / scale);
 }
 
-at::Tensor qnt_cpu(const at::Tensor& x, const at::Tensor& q, double scale) {
+void check_common(const at::Tensor& x, const at::Tensor& q, double scale) {
   check_qnt_x(x, "x");
   check_qnt_q(x, q);
   check_qnt_scale(scale);
+}
+
+at::Tensor qnt_cpu(const at::Tensor& x, const at::Tensor& q, double scale, c10::string_view surrogate,
+                   bool soft_forward) {
+  check_common(x, q, scale);
+  const Surrogate s = parse_surrogate(surrogate);
   at::Tensor y = at::empty_like(x);
   if (x.numel() == 0) return y;
-  const std::vector<float> tables = step_tables(q, scale);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "qnt_cpu",
-                                  [&] { qnt_forward_kernel<scalar_t>(x, tables, q.size(0), y); });
+  const StepTables tables = step_tables(q, scale);
+  GCLN_DISPATCH_QNT_FLOAT_TYPES(x.scalar_type(), "qnt_cpu", [&] {
+    with_surrogate(s, [&](auto sc) {
+      if (soft_forward && sc.value != Surrogate::kIdentity) {
+        qnt_forward_kernel<scalar_t, decltype(sc)::value, true>(x, tables, y);
+      } else {
+        qnt_forward_kernel<scalar_t, Surrogate::kIdentity, false>(x, tables, y);
+      }
+    });
+  });
   return y;
 }
 
-at::Tensor qnt_grad_q_cpu(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& q, double scale) {
-  check_qnt_x(x, "x");
-  check_qnt_q(x, q);
-  check_qnt_scale(scale);
+template <typename scalar_t, Surrogate S>
+void dispatch_backward(bool need_x, bool need_q, const at::Tensor& g, const at::Tensor& x, const StepTables& t,
+                       double scale, at::Tensor& gx, at::Tensor& gq) {
+  if (need_x && need_q) {
+    qnt_backward_kernel<scalar_t, S, true, true>(g, x, t, scale, gx, gq);
+  } else if (need_x) {
+    qnt_backward_kernel<scalar_t, S, true, false>(g, x, t, scale, gx, gq);
+  } else if (need_q) {
+    qnt_backward_kernel<scalar_t, S, false, true>(g, x, t, scale, gx, gq);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> qnt_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x,
+                                                    const at::Tensor& q, double scale, c10::string_view surrogate,
+                                                    bool soft_forward, bool need_grad_x, bool need_grad_q) {
+  (void)soft_forward;  // the backward is the same for the hard and the soft forward
+  check_common(x, q, scale);
+  check_qnt_x(grad_y, "grad_y");
   TORCH_CHECK_VALUE(grad_y.sizes() == x.sizes(), "grad_y must have x's shape ", x.sizes(), ", got ", grad_y.sizes());
-  at::Tensor out = at::zeros({q.size(0), 8, 8}, q.options());
-  if (x.numel() == 0) return out;
-  const std::vector<float> tables = step_tables(q, scale);
+  TORCH_CHECK_VALUE(grad_y.device() == x.device(), "grad_y is on ", grad_y.device(), " but x is on ", x.device());
+  const Surrogate s = parse_surrogate(surrogate);
+  at::Tensor gx = need_grad_x ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor gq = need_grad_q ? at::zeros(q.sizes(), q.options()) : at::empty({0}, q.options());
+  if (x.numel() == 0 || !(need_grad_x || need_grad_q)) return {gx, gq};
+  const StepTables tables = step_tables(q, scale);
   // The gradient arrives in the output's dtype, which is x's; anything else is cast once.
   const at::Tensor g = grad_y.scalar_type() == x.scalar_type() ? grad_y : grad_y.to(x.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "qnt_grad_q_cpu",
-                                  [&] { qnt_grad_q_kernel<scalar_t>(g, x, tables, q.size(0), scale, out); });
-  return out;
+  GCLN_DISPATCH_QNT_FLOAT_TYPES(x.scalar_type(), "qnt_backward_cpu", [&] {
+    with_surrogate(s, [&](auto sc) {
+      dispatch_backward<scalar_t, decltype(sc)::value>(need_grad_x, need_grad_q, g, x, tables, scale, gx, gq);
+    });
+  });
+  return {gx, gq};
+}
+
+// R(u), s(u), s'(u) elementwise through the vector code the kernels run.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> qnt_rounding_cpu(const at::Tensor& u_in, c10::string_view surrogate) {
+  TORCH_CHECK_TYPE(u_in.scalar_type() == at::kFloat, "u must be float32, got ", u_in.scalar_type());
+  const Surrogate s = parse_surrogate(surrogate);
+  const at::Tensor u = u_in.contiguous();
+  at::Tensor r = at::empty_like(u), v = at::empty_like(u), d = at::empty_like(u);
+  const float* up = u.const_data_ptr<float>();
+  float *rp = r.mutable_data_ptr<float>(), *vp = v.mutable_data_ptr<float>(), *dp = d.mutable_data_ptr<float>();
+  with_surrogate(s, [&](auto sc) {
+    constexpr Surrogate S = decltype(sc)::value;
+    at::parallel_for(0, (u.numel() + 7) / 8, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t off = i * 8, count = std::min<int64_t>(8, u.numel() - off);
+        const Vec uv = Vec::loadu(up + off, count);
+        const Vec rv = block::round_tie<Vec, VA>(uv);
+        rv.store(rp + off, count);
+        block::surrogate_value<S, Vec, VA>(uv, rv).store(vp + off, count);
+        block::surrogate_slope<S, Vec, VA>(uv, rv).store(dp + off, count);
+      }
+    });
+  });
+  return {r, v, d};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(gcln_fast, CPU, m) {
   m.impl("qnt", &qnt_cpu);
-  m.impl("qnt_grad_q", &qnt_grad_q_cpu);
+  m.impl("qnt_backward", &qnt_backward_cpu);
+  m.impl("qnt_rounding", &qnt_rounding_cpu);
 }
 
 }  // namespace gcln_fast

@@ -1,4 +1,4 @@
-// CUDA kernels of the QNT op (shared/design/qnt-op.md): the fused forward
+// CUDA kernels of the QNT op (docs/qnt-op.md): the fused forward
 // (load, 8x8 DCT, quantize, inverse DCT, store in one pass over memory) and
 // the fused step-size gradient grad_q (a two-stage deterministic reduction).
 //
@@ -235,7 +235,7 @@ Geom geometry_of(const at::Tensor& x) {
 // The shared checks (qnt_checks.h) plus what only this backend needs.
 void check_inputs(const at::Tensor& x, const at::Tensor& q, double scale) {
   check_qnt_x(x, "x");
-  check_qnt_q(x, q);
+  check_qnt_q(x, q.unsqueeze(0));  // first-edition (Cq, 8, 8) table: see the bridge at the end
   check_qnt_scale(scale);
   TORCH_CHECK(x.is_cuda(), "gcln_fast::qnt (CUDA): x must be a CUDA tensor, got ", x.device());
   for (int d = 0; d < 4; ++d)
@@ -322,11 +322,39 @@ at::Tensor qnt_grad_q_cuda(const at::Tensor& grad_y, const at::Tensor& x, const 
   return out;
 }
 
+// Bridge from the second-edition schema (docs/qnt-op.md) to the kernels
+// above, which implement shared tables (Nq = 1), the hard forward and grad_q of
+// the identity surrogate so far; the rest raises until this backend has it.
+at::Tensor qnt_cuda_v2(const at::Tensor& x, const at::Tensor& q, double scale, c10::string_view surrogate,
+                       bool soft_forward) {
+  check_qnt_x(x, "x");
+  check_qnt_q(x, q);
+  const block::Surrogate s = parse_surrogate(surrogate);
+  TORCH_CHECK(q.size(0) == 1, "gcln_fast::qnt (CUDA): per-sample tables are not implemented in this backend yet");
+  TORCH_CHECK(!soft_forward || s == block::Surrogate::kIdentity,
+              "gcln_fast::qnt (CUDA): soft_forward is not implemented in this backend yet");
+  return qnt_cuda(x, q[0], scale);
+}
+
+std::tuple<at::Tensor, at::Tensor> qnt_backward_cuda_v2(const at::Tensor& grad_y, const at::Tensor& x,
+                                                        const at::Tensor& q, double scale, c10::string_view surrogate,
+                                                        bool soft_forward, bool need_grad_x, bool need_grad_q) {
+  (void)soft_forward;
+  check_qnt_x(x, "x");
+  check_qnt_q(x, q);
+  const block::Surrogate s = parse_surrogate(surrogate);
+  TORCH_CHECK(q.size(0) == 1 && s == block::Surrogate::kIdentity && !need_grad_x,
+              "gcln_fast::qnt_backward (CUDA): only grad_q of the identity surrogate with a shared table is "
+              "implemented in this backend yet");
+  at::Tensor gq = need_grad_q ? qnt_grad_q_cuda(grad_y, x, q[0], scale).unsqueeze(0) : at::empty({0}, q.options());
+  return {at::empty({0}, x.options()), gq};
+}
+
 }  // namespace
 }  // namespace qnt_cuda
 }  // namespace gcln_fast
 
 TORCH_LIBRARY_IMPL(gcln_fast, CUDA, m) {
-  m.impl("qnt", &gcln_fast::qnt_cuda::qnt_cuda);
-  m.impl("qnt_grad_q", &gcln_fast::qnt_cuda::qnt_grad_q_cuda);
+  m.impl("qnt", &gcln_fast::qnt_cuda::qnt_cuda_v2);
+  m.impl("qnt_backward", &gcln_fast::qnt_cuda::qnt_backward_cuda_v2);
 }
