@@ -231,6 +231,50 @@ def test_quality_and_table_gradients():
     torch.testing.assert_close(quality.grad, expected)
 
 
+@pytest.mark.parametrize("surrogate", ["cubic", "sine"])
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4", "gray"])
+def test_surrogate_gradient_matches_finite_differences(surrogate, subsampling):
+    """soft_forward=True is a smooth function; its float64 gradient equals central differences along random directions."""
+    channels = 1 if subsampling == "gray" else 3
+    subsampling = "4:2:0" if subsampling == "gray" else subsampling
+    g = torch.Generator().manual_seed(11)
+    x = smooth_images(2, 9, 13, seed=12, channels=channels).double()
+    quality = torch.tensor([35.0, 80.0], dtype=torch.float64)
+    weights = torch.randn(x.shape, generator=g, dtype=torch.float64)
+
+    def loss(t):
+        y = jpeg(t, quality, subsampling=subsampling, surrogate=surrogate, soft_forward=True, backend="reference")
+        return (y * weights).sum()
+
+    xg = x.clone().requires_grad_()
+    loss(xg).backward()
+    eps = 1e-6  # small enough that no coefficient crosses the cubic surrogate's jumps at half-integers
+    for _ in range(3):
+        v = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        numeric = (loss(x + eps * v) - loss(x - eps * v)) / (2 * eps)
+        torch.testing.assert_close((xg.grad * v).sum(), numeric, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("surrogate", ["identity", "cubic", "sine"])
+@pytest.mark.parametrize("soft_forward", [False, True])
+def test_fused_backend_matches_the_float64_reference(surrogate, soft_forward):
+    """The shipped float32 path (fused CPU op) gives the float64 reference path's output and gradients."""
+    x = smooth_images(3, 19, 26, seed=13)
+    quality = torch.tensor([20.0, 55.0, 90.0])
+    grad_y = torch.randn(x.shape, generator=torch.Generator().manual_seed(14))
+    outs, grads = [], []
+    for xin, backend in ((x, "auto"), (x.double(), "reference")):
+        xin = xin.clone().requires_grad_()
+        q = quality.to(xin.dtype).clone().requires_grad_()
+        y = jpeg(xin, q, surrogate=surrogate, soft_forward=soft_forward, backend=backend)
+        y.backward(grad_y.to(y.dtype))
+        outs.append(y.detach().double())
+        grads.append((xin.grad.double(), q.grad.double()))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-4, rtol=1e-3)  # float32 slopes s'(u)
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-4, rtol=1e-3)
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -240,7 +284,8 @@ def _bad_calls():
         ((x.numpy(),), {}, TypeError, "x must be a torch.Tensor"),
         ((torch.rand(3, 8, 8),), {}, ValueError, "x must have shape"),
         ((torch.rand(2, 2, 8, 8),), {}, ValueError, "x must have shape"),
-        ((x.double(),), {}, TypeError, "x must be float32"),
+        ((x.double(),), {}, TypeError, "x may be float64 only"),
+        ((x.int(),), {}, TypeError, "x must be float32"),
         ((x, 0), {}, ValueError, "quality must be in"),
         ((x, 101.0), {}, ValueError, "quality must be in"),
         ((x, float("nan")), {}, ValueError, "quality must be in"),

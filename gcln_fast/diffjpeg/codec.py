@@ -7,23 +7,30 @@ import numbers
 
 import torch
 
-from . import _standin
+from ..ops import qnt
+from ..qnt_constants import SURROGATES
+from ..reference import qnt_reference
 from .clip import clip_output, straight_through
 from .sampling import SUBSAMPLING
 from .stages import Decode, Encode
 from .tables import quality_tables
 
-SURROGATES = ("identity", "cubic", "sine")
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _check_x(x) -> None:
+def _check_x(x, backend) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"x must have shape (N, 3, H, W) (RGB) or (N, 1, H, W) (grayscale), got {tuple(x.shape)}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
+    if x.dtype == torch.float64 and backend != "reference":
+        raise TypeError("x may be float64 only with backend='reference' (the float64 ground truth)")
+    if x.dtype not in _FLOAT_DTYPES + (torch.float64,):
+        raise TypeError(f"x must be float32, float16 or bfloat16 (float64 with backend='reference'), got {x.dtype}")
+
+
+def _math_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -96,13 +103,15 @@ def _tables(quality, luma_table, chroma_table, x: torch.Tensor):
 
 
 def _quantize(t: torch.Tensor, table: torch.Tensor, surrogate: str, soft_forward: bool, backend: str):
-    """The fused QNT op on level-shifted samples (already in 8-bit units: scale 1)."""
-    return _standin.quantize(t, table, surrogate=surrogate, soft_forward=soft_forward, backend=backend)
+    """The QNT op on level-shifted samples (already in 8-bit units: scale 1), per-sample tables included."""
+    if t.dtype == torch.float64:  # the float64 ground truth, backend="reference" (checked by the caller)
+        return qnt_reference(t, table, 1.0, surrogate=surrogate, soft_forward=soft_forward)
+    return qnt(t, table, scale=1.0, backend=backend, surrogate=surrogate, soft_forward=soft_forward)
 
 
 def _gray(x, luma, surrogate, soft_forward, round_output, backend):
     """Grayscale JPEG: the luma plane alone (8-bit gray samples are libjpeg's Y as they are)."""
-    y = _quantize(x.to(torch.float32) * 255.0 - 128.0, luma, surrogate, soft_forward, backend)
+    y = _quantize(x.to(_math_dtype(x)) * 255.0 - 128.0, luma, surrogate, soft_forward, backend)
     if round_output:
         y = straight_through(y, torch.clamp(y.detach(), -128.0, 127.0).add_(0.5).floor_())
     return clip_output((y + 128.0) / 255.0, surrogate, soft_forward)
@@ -136,7 +145,8 @@ def jpeg(
 
     Args:
         x: (N, 3, H, W) RGB or (N, 1, H, W) grayscale images in [0, 1], any H and W,
-            float32/float16/bfloat16 (computed in float32).
+            float32/float16/bfloat16 (computed in float32), or float64 with
+            ``backend="reference"`` (computed in float64: the ground truth of the tests).
         quality: IJG quality in [1, 100]: a number, a 0-d tensor or an (N,) tensor (one
             quality per image); mapped to the standard tables exactly as libjpeg does, and
             differentiable when it is a tensor that requires grad (straight-through over
@@ -157,7 +167,7 @@ def jpeg(
     Returns:
         The decoded images, shape and dtype of ``x``, clipped to [0, 1].
     """
-    _check_x(x)
+    _check_x(x, backend)
     _check_choice("subsampling", subsampling, SUBSAMPLING)
     _check_choice("surrogate", surrogate, SURROGATES)
     _check_flag("soft_forward", soft_forward)

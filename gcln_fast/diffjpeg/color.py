@@ -32,9 +32,9 @@ YCC_TO_RGB = (
 
 
 def matrix(values, like: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """One of the fixed-point matrices above as a float32 tensor on ``like``'s device, times ``scale / 65536``."""
-    return torch.tensor(values, dtype=torch.float32, device=like.device) * (scale / _ONE)
+    """One of the fixed-point matrices above as a tensor of ``like``'s dtype and device, times ``scale / 65536``."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device) * (scale / _ONE)
 
 
 def vector(values, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32, device=like.device)
+    return torch.tensor(values, dtype=like.dtype, device=like.device)

@@ -33,9 +33,10 @@ class Encode(torch.autograd.Function):
     def forward(ctx, x, mode: str, exact: bool):
         n, _, h, w = x.shape
         ctx.mode, ctx.x_dtype, ctx.x_shape = mode, x.dtype, x.shape
-        levels = x.to(torch.float32) * 255.0  # exact integers for 8-bit images k / 255
-        bias = color.vector(color.ENCODE_BIAS_EXACT if exact else color.ENCODE_BIAS_FLOAT, x).reshape(1, 3, 1)
-        ycc = _mix(color.matrix(color.RGB_TO_YCC, x), levels.view(n, 3, h * w), bias)
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        levels = x.to(dtype) * 255.0  # exact integers for 8-bit images k / 255
+        bias = color.vector(color.ENCODE_BIAS_EXACT if exact else color.ENCODE_BIAS_FLOAT, levels).reshape(1, 3, 1)
+        ycc = _mix(color.matrix(color.RGB_TO_YCC, levels), levels.view(n, 3, h * w), bias)
         if exact:
             ycc.floor_()
         ycc = ycc.view(n, 3, h, w)
