@@ -13,7 +13,7 @@ from PIL import Image
 
 import gcln_fast
 from gcln_fast.data.embedded import render_chunk
-from gcln_fast.diffjpeg import DiffJPEG, jpeg, quality_tables
+from gcln_fast.diffjpeg import DiffJPEG, jpeg, quality_tables, stages
 
 QUALITIES = (25, 50, 75, 95)
 PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
@@ -273,6 +273,33 @@ def test_fused_backend_matches_the_float64_reference(surrogate, soft_forward):
     torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
     torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-4, rtol=1e-3)  # float32 slopes s'(u)
     torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.skipif(not stages.FUSED_CPU, reason="the extension has no fused JPEG stages")
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:2:2", "4:4:4"])
+@pytest.mark.parametrize("size", [(32, 32), (13, 21), (5, 4), (4, 3), (1, 1), (2, 2), (17, 40), (9, 5), (64, 70)])
+def test_fused_stages_equal_the_pytorch_stages(subsampling, size, monkeypatch):
+    """csrc/cpu/jpeg_cpu.cpp against stages.py's PyTorch glue: bit for bit when exact, to round-off otherwise."""
+    x = smooth_images(3, *size, seed=size[0] * 100 + size[1])
+    noise = torch.Generator().manual_seed(15)
+    for exact, clip in ((True, True), (True, False), (False, True), (False, False)):
+        results = []
+        for fused in (True, False):
+            monkeypatch.setattr(stages, "FUSED_CPU", fused)
+            y, c = stages.Encode.apply(x, subsampling, exact)
+            results.append((y, c))
+        (y, c), (y_ref, c_ref) = results
+        atol = 0 if exact else 2e-5
+        torch.testing.assert_close(y, y_ref, atol=atol, rtol=0)
+        torch.testing.assert_close(c, c_ref, atol=atol, rtol=0)
+        # quantized-looking inputs for the decoder, some out of the 8-bit range
+        yq = y_ref + 4 * torch.randn(y_ref.shape, generator=noise)
+        cq = c_ref + 4 * torch.randn(c_ref.shape, generator=noise)
+        outs = []
+        for fused in (True, False):
+            monkeypatch.setattr(stages, "FUSED_CPU", fused)
+            outs.append(stages.Decode.apply(yq, cq, subsampling, size, exact, clip))
+        torch.testing.assert_close(outs[0], outs[1], atol=0 if exact else 1e-6, rtol=0)
 
 
 # --------------------------------------------------------------------------- errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -90,11 +91,21 @@ def _table(name: str, table, n: int, x: torch.Tensor) -> torch.Tensor:
     return table
 
 
+@functools.lru_cache(maxsize=64)
+def _number_tables(quality: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # A dozen tiny ops cost about as much as the whole codec on a 32x32 batch: build them once.
+    return quality_tables(torch.tensor(quality, dtype=torch.float32, device=device))
+
+
 def _tables(quality, luma_table, chroma_table, x: torch.Tensor):
     """(luma, chroma) tables in the op's form; explicit tables override the quality's."""
     q = _quality_tensor(quality, x)
     need_quality = luma_table is None or (chroma_table is None and x.shape[1] == 3)
-    luma, chroma = quality_tables(q) if need_quality else (None, None)
+    luma = chroma = None
+    if need_quality and (isinstance(quality, torch.Tensor) or torch.compiler.is_compiling()):
+        luma, chroma = quality_tables(q)
+    elif need_quality:
+        luma, chroma = _number_tables(float(quality), x.device)
     if luma_table is not None:
         luma = _table("luma_table", luma_table, x.shape[0], x)
     if chroma_table is not None:

@@ -16,8 +16,29 @@ from __future__ import annotations
 
 import torch
 
+from .. import ops
 from . import color
-from .sampling import chroma_size, downsample, downsample_adjoint, upsample, upsample_adjoint
+from .sampling import FACTORS, chroma_size, downsample, downsample_adjoint, upsample, upsample_adjoint
+
+# The fused CPU kernels (csrc/cpu/jpeg_cpu.cpp): one pass per stage instead of one per op.
+# Decided once at import, like the QNT op's backends.
+FUSED_CPU = ops._C is not None and all(
+    torch._C._dispatch_has_kernel_for_dispatch_key(f"gcln_fast::jpeg_{stage}", "CPU") for stage in ("encode", "decode")
+)
+if FUSED_CPU:
+
+    @torch.library.register_fake("gcln_fast::jpeg_encode")
+    def _(x, fv, fh, exact):
+        n, _, h, w = x.shape
+        return x.new_empty(n, 1, h, w), x.new_empty(n, 2, -(-h // fv), 8 * -(-w // 16) if fh == 2 else w)
+
+    @torch.library.register_fake("gcln_fast::jpeg_decode")
+    def _(y, c, fv, fh, height, width, exact, clip):
+        return y.new_empty(y.shape[0], 3, height, width)
+
+
+def _fused(t: torch.Tensor) -> bool:
+    return FUSED_CPU and t.device.type == "cpu" and t.dtype != torch.float64
 
 
 def _mix(m: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None, out=None, **scales) -> torch.Tensor:
@@ -33,6 +54,8 @@ class Encode(torch.autograd.Function):
     def forward(ctx, x, mode: str, exact: bool):
         n, _, h, w = x.shape
         ctx.mode, ctx.x_dtype, ctx.x_shape = mode, x.dtype, x.shape
+        if _fused(x):
+            return torch.ops.gcln_fast.jpeg_encode(x.to(torch.float32).contiguous(), *FACTORS[mode], exact)
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         levels = x.to(dtype) * 255.0  # exact integers for 8-bit images k / 255
         bias = color.vector(color.ENCODE_BIAS_EXACT if exact else color.ENCODE_BIAS_FLOAT, levels).reshape(1, 3, 1)
@@ -68,6 +91,8 @@ class Decode(torch.autograd.Function):
     def forward(ctx, y, c, mode: str, size: tuple[int, int], exact: bool, clip: bool):
         n = y.shape[0]
         ctx.mode, ctx.size, ctx.c_shape = mode, size, c.shape
+        if _fused(y):
+            return torch.ops.gcln_fast.jpeg_decode(y.contiguous(), c.contiguous(), *FACTORS[mode], *size, exact, clip)
         out = y.new_empty(n, 3, *size)
         flat = out.view(n, 3, size[0] * size[1])
         if exact:
