@@ -275,31 +275,35 @@ def test_fused_backend_matches_the_float64_reference(surrogate, soft_forward):
     torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-4, rtol=1e-3)
 
 
+def _stage_results(x, subsampling, size, exact, clip, noise):
+    """Encode, decode and both adjoints of the pixel stages, as the current path computes them."""
+    xg = x.clone().requires_grad_()
+    y, c = stages.Encode.apply(xg, subsampling, exact)
+    gy, gc = torch.randn(y.shape, generator=noise), torch.randn(c.shape, generator=noise)
+    (grad_x,) = torch.autograd.grad((y, c), xg, (gy, gc))
+    # quantized-looking inputs for the decoder, some out of the 8-bit range
+    yq = (y.detach() + 4 * torch.randn(y.shape, generator=noise)).requires_grad_()
+    cq = (c.detach() + 4 * torch.randn(c.shape, generator=noise)).requires_grad_()
+    out = stages.Decode.apply(yq, cq, subsampling, size, exact, clip)
+    grads = torch.autograd.grad(out, (yq, cq), torch.randn(out.shape, generator=noise))
+    return y.detach(), c.detach(), grad_x, out.detach(), *grads
+
+
 @pytest.mark.skipif(not stages.FUSED_CPU, reason="the extension has no fused JPEG stages")
 @pytest.mark.parametrize("subsampling", ["4:2:0", "4:2:2", "4:4:4"])
 @pytest.mark.parametrize("size", [(32, 32), (13, 21), (5, 4), (4, 3), (1, 1), (2, 2), (17, 40), (9, 5), (64, 70)])
 def test_fused_stages_equal_the_pytorch_stages(subsampling, size, monkeypatch):
-    """csrc/cpu/jpeg_cpu.cpp against stages.py's PyTorch glue: bit for bit when exact, to round-off otherwise."""
+    """csrc/cpu/jpeg_cpu.cpp against stages.py's PyTorch glue, forward (bit for bit when exact) and adjoints."""
     x = smooth_images(3, *size, seed=size[0] * 100 + size[1])
-    noise = torch.Generator().manual_seed(15)
     for exact, clip in ((True, True), (True, False), (False, True), (False, False)):
         results = []
         for fused in (True, False):
             monkeypatch.setattr(stages, "FUSED_CPU", fused)
-            y, c = stages.Encode.apply(x, subsampling, exact)
-            results.append((y, c))
-        (y, c), (y_ref, c_ref) = results
-        atol = 0 if exact else 2e-5
-        torch.testing.assert_close(y, y_ref, atol=atol, rtol=0)
-        torch.testing.assert_close(c, c_ref, atol=atol, rtol=0)
-        # quantized-looking inputs for the decoder, some out of the 8-bit range
-        yq = y_ref + 4 * torch.randn(y_ref.shape, generator=noise)
-        cq = c_ref + 4 * torch.randn(c_ref.shape, generator=noise)
-        outs = []
-        for fused in (True, False):
-            monkeypatch.setattr(stages, "FUSED_CPU", fused)
-            outs.append(stages.Decode.apply(yq, cq, subsampling, size, exact, clip))
-        torch.testing.assert_close(outs[0], outs[1], atol=0 if exact else 1e-6, rtol=0)
+            results.append(_stage_results(x, subsampling, size, exact, clip, torch.Generator().manual_seed(15)))
+        names = ("y", "c", "grad_x", "decoded", "grad_y", "grad_c")
+        for name, a, b in zip(names, *results, strict=True):
+            atol = 0 if exact and name in ("y", "c", "decoded") else 1e-6 * float(b.abs().max()) + 1e-7
+            torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda m, name=name: f"{name}: {m}")
 
 
 # --------------------------------------------------------------------------- errors
@@ -327,7 +331,8 @@ def _bad_calls():
         ((x,), {"surrogate": "cubic", "soft_forward": True, "round_output": True}, ValueError, "round_output"),
         ((x,), {"luma_table": torch.ones(4, 4)}, ValueError, "luma_table must have shape"),
         ((x,), {"chroma_table": torch.ones(3, 8, 8)}, ValueError, "chroma_table must have shape"),
-        ((x,), {"luma_table": -torch.ones(8, 8)}, ValueError, "luma_table entries must be positive"),
+        ((x,), {"luma_table": -torch.ones(8, 8)}, ValueError, "luma_table must be finite and in"),
+        ((x,), {"chroma_table": torch.full((8, 8), float("inf"))}, ValueError, "chroma_table must be finite and in"),
         ((x,), {"chroma_table": torch.ones(8, 8, dtype=torch.int64)}, TypeError, "chroma_table must be a floating"),
         ((x,), {"luma_table": [[1.0] * 8] * 8}, TypeError, "luma_table must be a tensor"),
         ((x,), {"backend": "gpu"}, ValueError, "backend"),

@@ -295,16 +295,185 @@ at::Tensor jpeg_decode_cpu(const at::Tensor& y, const at::Tensor& c, int64_t fv,
   return out;
 }
 
+// ------------------------------------------------------------------------------ adjoints
+// The backward of both stages is the adjoint of the rounding-free linear map (the 8-bit
+// roundings and intermediate clamps are straight-through), as stages.py computes it in PyTorch.
+
+// The transposed encoder for one chroma row i (fv full-resolution rows): the box average's
+// adjoint, with the replicated columns (past w, out to fh * wc) and the replicated last row of
+// an odd height folded back onto the last real column / row, then 255 M^T.
+void encode_adjoint_rows(const float* gy, const float* gcb, const float* gcr, int64_t i, int64_t fv, int64_t fh,
+                         int64_t h, int64_t w, int64_t hc, int64_t wc, float* scratch, float* gx) {
+  float* full[2] = {scratch, scratch + w};  // full-resolution chroma gradient of one row
+  const float* rows[2] = {gcb, gcr};
+  const float s = 1.f / static_cast<float>(fv * fh);
+  for (int p = 0; p < 2; ++p) {
+#pragma omp simd
+    for (int64_t j = 0; j < w - 1; ++j) full[p][j] = s * rows[p][j / fh];
+    float last = 0.f;
+    for (int64_t cc = w - 1; cc < fh * wc; ++cc) last += rows[p][cc / fh];
+    full[p][w - 1] = s * last;
+  }
+  for (int64_t t = 0; t < fv; ++t) {
+    const int64_t r = fv * i + t;
+    if (r >= h) break;
+    // the last row of an odd height also stands for its replica below it
+    const float k = (fv == 2 && r == h - 1 && fv * hc > h) ? 2.f : 1.f;
+    const float* y = gy + r * w;
+    float* gr = gx + r * w;
+    float* gg = gr + h * w;
+    float* gb = gg + h * w;
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) {
+      const float cb = k * full[0][j], cr = k * full[1][j];
+      gr[j] = 255.f * (kYr * y[j] + kCbr * cb + kCrr * cr);
+      gg[j] = 255.f * (kYg * y[j] + kCbg * cb + kCrg * cr);
+      gb[j] = 255.f * (kYb * y[j] + kCbb * cb + kCrb * cr);
+    }
+  }
+}
+
+at::Tensor jpeg_encode_backward_cpu(const at::Tensor& grad_y, const at::Tensor& grad_c, int64_t fv, int64_t fh) {
+  check_float_contiguous(grad_y, "grad_y");
+  check_float_contiguous(grad_c, "grad_c");
+  check_factors(fv, fh);
+  const int64_t n = grad_y.size(0), h = grad_y.size(2), w = grad_y.size(3);
+  const int64_t hc = grad_c.size(2), wc = grad_c.size(3);
+  TORCH_CHECK(hc == (h + fv - 1) / fv && wc == (fh == 2 ? 8 * ((w + 15) / 16) : w), "grad_c has the wrong shape");
+  at::Tensor gx = at::empty({n, 3, h, w}, grad_y.options());
+  const float* gyp = grad_y.data_ptr<float>();
+  const float* gcp = grad_c.data_ptr<float>();
+  float* gxp = gx.data_ptr<float>();
+  const int64_t band = band_rows(h, w, fv) / fv, bands = (hc + band - 1) / band;  // in chroma rows
+  at::parallel_for(0, n * bands, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> scratch(2 * static_cast<size_t>(w));
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t img = task / bands, i0 = (task % bands) * band, i1 = std::min(i0 + band, hc);
+      const float* gcb = gcp + img * 2 * hc * wc;
+      for (int64_t i = i0; i < i1; ++i) {
+        encode_adjoint_rows(gyp + img * h * w, gcb + i * wc, gcb + (hc + i) * wc, i, fv, fh, h, w, hc, wc,
+                            scratch.data(), gxp + img * 3 * h * w);
+      }
+    }
+  });
+  return gx;
+}
+
+// 1-D adjoint of the fancy (or, `box`, replicating) 2x upsampling of n samples to m <= 2 n
+// outputs: out[k] = 3/4 (g[2k] + g[2k+1]) + 1/4 (g[2k-1] + g[2k+2]), outputs past m and before 0
+// zero, and each edge's replicated neighbour folded back onto it. `gp`: g with one zero before
+// and enough zeros after (2 n + 2 floats).
+void upsample_adjoint_1d(const float* gp, int64_t n, int64_t m, bool box, float* out) {
+  const float* g = gp + 1;
+  if (box) {
+    for (int64_t k = 0; k < n; ++k) out[k] = g[2 * k] + g[2 * k + 1];
+    return;
+  }
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) out[k] = 0.75f * (g[2 * k] + g[2 * k + 1]) + 0.25f * (g[2 * k - 1] + g[2 * k + 2]);
+  out[0] += 0.25f * g[0];
+  if (2 * n - 1 < m) out[n - 1] += 0.25f * g[2 * n - 1];
+}
+
+// The colour adjoint of output rows [r0, r1): M^T g / 255 for the upsampled chroma, written to
+// `gcp` (per row: Cb then Cr, each w floats inside a zero-padded row of `stride` floats, as
+// upsample_adjoint_1d takes it), and grad_y = (R + G + B) / 255 for the rows in [y0, y1).
+void decode_adjoint_color(const float* g, int64_t h, int64_t w, int64_t r0, int64_t r1, int64_t y0, int64_t y1,
+                          int64_t stride, float* gy, float* gcp) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* gr = g + r * w;
+    const float* gg = gr + h * w;
+    const float* gb = gg + h * w;
+    float* cb = gcp + (r - r0) * 2 * stride + 1;
+    float* cr = cb + stride;
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) {
+      cb[j] = (kGcb * gg[j] + kBcb * gb[j]) * (1.f / 255.f);
+      cr[j] = (kRcr * gr[j] + kGcr * gg[j]) * (1.f / 255.f);
+    }
+    if (r >= y0 && r < y1) {
+      float* out = gy + (r - y0) * w;
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) out[j] = (gr[j] + gg[j] + gb[j]) * (1.f / 255.f);
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> jpeg_decode_backward_cpu(const at::Tensor& grad, int64_t fv, int64_t fh,
+                                                             int64_t c_height, int64_t c_width) {
+  check_float_contiguous(grad, "grad");
+  check_factors(fv, fh);
+  const int64_t n = grad.size(0), h = grad.size(2), w = grad.size(3);
+  const int64_t ch = (h + fv - 1) / fv, cw = (w + fh - 1) / fh;
+  TORCH_CHECK(grad.size(1) == 3 && c_height >= ch && c_width >= cw, "bad shapes for the decoder's adjoint");
+  at::Tensor gy = at::empty({n, 1, h, w}, grad.options());
+  at::Tensor gc = at::zeros({n, 2, c_height, c_width}, grad.options());
+  const float* gp = grad.data_ptr<float>();
+  float* gyp = gy.data_ptr<float>();
+  float* gcp = gc.data_ptr<float>();
+  const bool box = fh == 2 && cw <= 2;
+  const int64_t stride = 2 * cw + 2;  // one zero-padded full-resolution chroma row
+  const int64_t band = std::max<int64_t>(1, band_rows(h, w, fv) / fv), bands = (ch + band - 1) / band;
+  at::parallel_for(0, n * bands, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> rows(2 * static_cast<size_t>((fv * band + 2) * stride));
+    std::vector<float> vert(2 * static_cast<size_t>(stride));
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t img = task / bands, i0 = (task % bands) * band, i1 = std::min(i0 + band, ch);
+      const float* g = gp + img * 3 * h * w;
+      // Output rows this band's chroma rows feed: fv i0 - 1 .. fv i1 (within the image).
+      const int64_t r0 = std::max<int64_t>(fv * i0 - (fv == 2 ? 1 : 0), 0);
+      const int64_t r1 = std::min(fv * i1 + (fv == 2 ? 1 : 0), h);
+      std::fill(rows.begin(), rows.end(), 0.f);
+      const int64_t y0 = fv * i0, y1 = std::min(fv * i1, h);  // the rows of grad_y this task owns
+      decode_adjoint_color(g, h, w, r0, r1, y0, y1, stride, gyp + (img * h + y0) * w, rows.data());
+      auto row = [&](int64_t r, int p) { return rows.data() + ((r - r0) * 2 + p) * stride; };
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int p = 0; p < 2; ++p) {
+          float* v = vert.data() + p * stride;
+          const float* near0 = row(fv * i, p);
+          if (fv == 1) {
+            std::copy(near0, near0 + stride, v);
+          } else {
+            const bool has1 = 2 * i + 1 < h;
+            const float* near1 = has1 ? row(2 * i + 1, p) : nullptr;
+            const float* above = i > 0 ? row(2 * i - 1, p) : nullptr;  // its far row is i
+            const float* below = 2 * i + 2 < h ? row(2 * i + 2, p) : nullptr;
+            const float wn = box ? 1.f : 0.75f, wf = box ? 0.f : 0.25f;
+            for (int64_t j = 0; j < stride; ++j) {
+              float s = wn * (near0[j] + (has1 ? near1[j] : 0.f));
+              s += wf * ((above ? above[j] : 0.f) + (below ? below[j] : 0.f));
+              if (i == 0) s += wf * near0[j];  // output row 0 leans on itself
+              if (i == ch - 1 && has1) s += wf * near1[j];  // and so does the last odd output row
+              v[j] = s;
+            }
+          }
+          float* out = gcp + ((img * 2 + p) * c_height + i) * c_width;
+          if (fh == 1) {
+            std::copy(v + 1, v + 1 + w, out);
+          } else {
+            upsample_adjoint_1d(v, cw, w, box, out);
+          }
+        }
+      }
+    }
+  });
+  return {gy, gc};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(gcln_fast, m) {
   m.def("jpeg_encode(Tensor x, int fv, int fh, bool exact) -> (Tensor, Tensor)");
   m.def("jpeg_decode(Tensor y, Tensor c, int fv, int fh, int height, int width, bool exact, bool clip) -> Tensor");
+  m.def("jpeg_encode_backward(Tensor grad_y, Tensor grad_c, int fv, int fh) -> Tensor");
+  m.def("jpeg_decode_backward(Tensor grad, int fv, int fh, int c_height, int c_width) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(gcln_fast, CPU, m) {
   m.impl("jpeg_encode", &jpeg_encode_cpu);
   m.impl("jpeg_decode", &jpeg_decode_cpu);
+  m.impl("jpeg_encode_backward", &jpeg_encode_backward_cpu);
+  m.impl("jpeg_decode_backward", &jpeg_decode_backward_cpu);
 }
 
 }  // namespace gcln_fast

@@ -8,7 +8,8 @@ import numbers
 
 import torch
 
-from ..ops import qnt
+from .._validate import canonical_q
+from ..ops import qnt_table
 from ..qnt_constants import SURROGATES
 from ..reference import qnt_reference
 from .clip import clip_output, straight_through
@@ -44,14 +45,14 @@ def _check_flag(name: str, value) -> None:
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
-def _quality_tensor(quality, x: torch.Tensor) -> torch.Tensor:
-    """``quality`` as a float32 tensor of shape () or (N,) on x's device, checked to lie in [1, 100]."""
+def _check_quality(quality, x: torch.Tensor):
+    """``quality`` checked to lie in [1, 100]: a float, or a float32 tensor of shape () or (N,) on x's device."""
     if isinstance(quality, bool) or not isinstance(quality, (numbers.Real, torch.Tensor)):
         raise TypeError(f"quality must be a number or a tensor, got {type(quality).__name__}")
     if not isinstance(quality, torch.Tensor):
         if not (math.isfinite(quality) and 1 <= quality <= 100):
             raise ValueError(f"quality must be in [1, 100], got {quality}")
-        return torch.tensor(float(quality), dtype=torch.float32, device=x.device)
+        return float(quality)
     if quality.is_complex() or quality.dtype == torch.bool:
         raise TypeError(f"quality must be a real tensor, got {quality.dtype}")
     if quality.dim() > 1 or (quality.dim() == 1 and quality.shape[0] != x.shape[0]):
@@ -70,25 +71,18 @@ def _quality_tensor(quality, x: torch.Tensor) -> torch.Tensor:
     return quality
 
 
-def _table(name: str, table, n: int, x: torch.Tensor) -> torch.Tensor:
-    """An explicit table, (8, 8) or (N, 8, 8), in the op's form: (8, 8) or (N, 1, 8, 8) float32."""
+def _explicit_table(name: str, table, x: torch.Tensor) -> torch.Tensor:
+    """An explicit (8, 8) or (N, 8, 8) table as the op's canonical (1 or N, 1, 8, 8) float32 table, checked."""
+    n = x.shape[0]
     if not isinstance(table, torch.Tensor):
         raise TypeError(f"{name} must be a tensor of shape (8, 8) or (N, 8, 8), got {type(table).__name__}")
-    if not table.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {table.dtype}")
-    if table.device != x.device:
-        raise ValueError(f"{name} is on {table.device} but x is on {x.device}")
-    if table.shape == (8, 8):
-        table = table.to(torch.float32)
-    elif table.shape == (n, 8, 8):
-        table = table.to(torch.float32).unsqueeze(1)
-    else:
+    if table.shape not in ((8, 8), (n, 8, 8)):
         raise ValueError(f"{name} must have shape (8, 8) or (N={n}, 8, 8), got {tuple(table.shape)}")
-    if not torch.compiler.is_compiling():
-        with torch.no_grad():
-            if not bool((torch.isfinite(table) & (table > 0)).all()):
-                raise ValueError(f"{name} entries must be positive and finite, got min {table.min().item()}")
-    return table
+    try:  # the op's own checks (bounds, dtype, device; also under torch.compile), under this name
+        return canonical_q(table.reshape(-1, 1, 8, 8), x, 1.0)
+    except (TypeError, ValueError) as exc:
+        message = str(exc).replace("move q to", f"move {name} to")
+        raise type(exc)(name + message[1:] if message.startswith("q ") else f"{name}: {message}") from None
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,26 +92,29 @@ def _number_tables(quality: float, device: torch.device) -> tuple[torch.Tensor, 
 
 
 def _tables(quality, luma_table, chroma_table, x: torch.Tensor):
-    """(luma, chroma) tables in the op's form; explicit tables override the quality's."""
-    q = _quality_tensor(quality, x)
-    need_quality = luma_table is None or (chroma_table is None and x.shape[1] == 3)
+    """(luma, chroma) as the op's canonical (1 or N, 1, 8, 8) tables; explicit tables override the quality's."""
+    quality = _check_quality(quality, x)
     luma = chroma = None
-    if need_quality and (isinstance(quality, torch.Tensor) or torch.compiler.is_compiling()):
-        luma, chroma = quality_tables(q)
-    elif need_quality:
-        luma, chroma = _number_tables(float(quality), x.device)
+    if luma_table is None or (chroma_table is None and x.shape[1] == 3):
+        if isinstance(quality, float) and not torch.compiler.is_compiling():
+            luma, chroma = _number_tables(quality, x.device)
+        else:
+            q = quality if isinstance(quality, torch.Tensor) else torch.tensor(quality, device=x.device)
+            luma, chroma = quality_tables(q)
+        luma, chroma = luma.reshape(-1, 1, 8, 8), chroma.reshape(-1, 1, 8, 8)
     if luma_table is not None:
-        luma = _table("luma_table", luma_table, x.shape[0], x)
+        luma = _explicit_table("luma_table", luma_table, x)
     if chroma_table is not None:
-        chroma = _table("chroma_table", chroma_table, x.shape[0], x)
+        chroma = _explicit_table("chroma_table", chroma_table, x)
     return luma, chroma
 
 
 def _quantize(t: torch.Tensor, table: torch.Tensor, surrogate: str, soft_forward: bool, backend: str):
-    """The QNT op on level-shifted samples (already in 8-bit units: scale 1), per-sample tables included."""
+    """The QNT op on level-shifted samples (in 8-bit units: scale 1) with a checked canonical table."""
     if t.dtype == torch.float64:  # the float64 ground truth, backend="reference" (checked by the caller)
         return qnt_reference(t, table, 1.0, surrogate=surrogate, soft_forward=soft_forward)
-    return qnt(t, table, scale=1.0, backend=backend, surrogate=surrogate, soft_forward=soft_forward)
+    # qnt_table is gcln_fast.qnt past its argument checks, which these tables have passed
+    return qnt_table(t, table, 1.0, backend, surrogate, soft_forward)
 
 
 def _gray(x, luma, surrogate, soft_forward, round_output, backend):

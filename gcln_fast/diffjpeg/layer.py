@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .codec import SURROGATES, _check_choice, _check_flag, _quality_tensor, jpeg
+from .codec import SURROGATES, _check_choice, _check_flag, _check_quality, jpeg
 from .sampling import SUBSAMPLING
 from .tables import quality_tables
 
@@ -51,7 +51,7 @@ class DiffJPEG(nn.Module):
         if isinstance(quality, torch.Tensor):  # a buffer, so that .to(device) moves it
             self.register_buffer("quality", quality.detach().clone())
         else:
-            _quality_tensor(quality, torch.empty(1, 1, 1, 1))  # checks the number
+            _check_quality(quality, torch.empty(1, 1, 1, 1))
             self.quality = quality
         if not (isinstance(q_min, (int, float)) and not isinstance(q_min, bool) and q_min > 0):
             raise ValueError(f"q_min must be a positive number, got {q_min!r}")
@@ -68,7 +68,7 @@ class DiffJPEG(nn.Module):
                 raise ValueError(
                     "trainable tables start from one quality: give a number or 0-d tensor, or explicit tables"
                 )
-            defaults = quality_tables(_quality_tensor(quality, torch.empty(1, 1, 1, 1)).detach())
+            defaults = quality_tables(torch.as_tensor(quality, dtype=torch.float32).detach())
             tables = [t if t is not None else d for t, d in zip(tables, defaults, strict=True)]
         for name, table in zip(("luma_table", "chroma_table"), tables, strict=True):
             if table is not None:

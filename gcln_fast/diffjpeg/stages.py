@@ -22,8 +22,9 @@ from .sampling import FACTORS, chroma_size, downsample, downsample_adjoint, upsa
 
 # The fused CPU kernels (csrc/cpu/jpeg_cpu.cpp): one pass per stage instead of one per op.
 # Decided once at import, like the QNT op's backends.
+_FUSED_OPS = ("encode", "decode", "encode_backward", "decode_backward")
 FUSED_CPU = ops._C is not None and all(
-    torch._C._dispatch_has_kernel_for_dispatch_key(f"gcln_fast::jpeg_{stage}", "CPU") for stage in ("encode", "decode")
+    torch._C._dispatch_has_kernel_for_dispatch_key(f"gcln_fast::jpeg_{name}", "CPU") for name in _FUSED_OPS
 )
 if FUSED_CPU:
 
@@ -35,6 +36,16 @@ if FUSED_CPU:
     @torch.library.register_fake("gcln_fast::jpeg_decode")
     def _(y, c, fv, fh, height, width, exact, clip):
         return y.new_empty(y.shape[0], 3, height, width)
+
+    @torch.library.register_fake("gcln_fast::jpeg_encode_backward")
+    def _(grad_y, grad_c, fv, fh):
+        n, _, h, w = grad_y.shape
+        return grad_y.new_empty(n, 3, h, w)
+
+    @torch.library.register_fake("gcln_fast::jpeg_decode_backward")
+    def _(grad, fv, fh, c_height, c_width):
+        n, _, h, w = grad.shape
+        return grad.new_empty(n, 1, h, w), grad.new_empty(n, 2, c_height, c_width)
 
 
 def _fused(t: torch.Tensor) -> bool:
@@ -69,6 +80,11 @@ class Encode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y, grad_c):
         n, _, h, w = ctx.x_shape
+        if _fused(grad_y) and grad_y.dtype == torch.float32:
+            grad_x = torch.ops.gcln_fast.jpeg_encode_backward(
+                grad_y.contiguous(), grad_c.contiguous(), *FACTORS[ctx.mode]
+            )
+            return grad_x.to(ctx.x_dtype), None, None
         g = grad_y.new_empty(n, 3, h, w)  # (autograd materialises a missing gradient as zeros)
         g[:, :1] = grad_y
         if ctx.mode == "4:4:4":
@@ -111,6 +127,11 @@ class Decode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         n, _, h, w = grad.shape
+        if _fused(grad) and grad.dtype == torch.float32:
+            grad_y, grad_c = torch.ops.gcln_fast.jpeg_decode_backward(
+                grad.contiguous(), *FACTORS[ctx.mode], *ctx.c_shape[-2:]
+            )
+            return grad_y, grad_c, None, None, None, None
         g = grad.reshape(n, 3, h * w)
         grad_y = g.sum(1, keepdim=True).mul_(1.0 / 255.0).view(n, 1, h, w)
         m = color.matrix(color.YCC_TO_RGB, g, scale=1.0 / 255.0).T
