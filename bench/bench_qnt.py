@@ -1,21 +1,29 @@
 """Benchmark of the QNT op: every backend beside what a user would otherwise run, in one process.
 
-For each shape and for forward / forward+backward it times the eager PyTorch
-reference, ``torch.compile(reference)``, every compiled backend available for
-the device (C++ CPU, CUDA, Triton) and ``x.clone()`` (the memory floor), and
-reports each as a ratio to eager and to clone measured in the same run (these
-machines are noisy: compare ratios, not seconds across runs).
+For each shape and pass it times the eager PyTorch reference, ``torch.compile(reference)``,
+every gcln_fast backend available for the device (C++ CPU, CUDA, Triton; the list comes from
+``gcln_fast.available_backends``, so a GPU adds its rows by itself) and ``x.clone()`` (the
+memory floor), and reports each as a ratio to eager and to clone measured in the same run
+(these machines are noisy: compare ratios, not seconds across runs). The passes:
 
-    python bench/bench_qnt.py                       # CPU, the issue's shapes
+* ``forward`` (a number q), ``forward, per-sample q`` (an (N, 1, 8, 8) table);
+* ``backward, <surrogate>``: the backward alone (autograd.grad on a kept graph) for grad_x
+  through the identity (no kernel), cubic and sine surrogates; ``... + grad_q`` also
+  differentiates a trainable step (the fused grad_q);
+* ``forward+backward``: the old combined row, identity surrogate.
+
+A summary per backend gives the issue's target ratios: forward / clone, per-sample / shared
+forward, cubic backward / forward.
+
+    python bench/bench_qnt.py --threads 2                 # CPU, the issue's shapes
     python bench/bench_qnt.py --device cuda --json results/gpu_bench.json
 
-Prints a Markdown table and writes JSON (``--json``) and Markdown (``--md``).
+Writes Markdown (``--md``), JSON (``--json``) and a PNG plot (``--png``).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -29,12 +37,25 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import torch  # noqa: E402
 import torch.utils.benchmark as tbench  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 import gcln_fast  # noqa: E402
 from gcln_fast.reference import qnt_reference  # noqa: E402
 
 Q = 10.0
 DEFAULT_SHAPES = {"cpu": "256x3x32x32,32x3x224x224", "cuda": "256x3x32x32,32x3x224x224,64x3x512x512"}
+
+# pass name -> (what, q kind, surrogate, differentiate q)
+MODES = {
+    "forward": ("forward", "number", "identity", False),
+    "forward, per-sample q": ("forward", "sample", "identity", False),
+    "backward, identity + grad_q": ("backward", "number", "identity", True),
+    "backward, cubic": ("backward", "number", "cubic", False),
+    "backward, cubic + grad_q": ("backward", "number", "cubic", True),
+    "backward, sine": ("backward", "number", "sine", False),
+    "backward, cubic, per-sample q": ("backward", "sample", "cubic", False),
+    "forward+backward": ("fwd+bwd", "number", "identity", False),
+}
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
@@ -48,45 +69,47 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
 
 
 def candidates(device: torch.device):
-    """(name, function(x, q)) pairs; ``q`` is 10, as a number or a trainable 0-d tensor."""
+    """(name, function(x, q, surrogate)) pairs."""
 
-    def reference(x, q):
-        return qnt_reference(x, q)
+    def reference(x, q, surrogate):
+        return qnt_reference(x, q, surrogate=surrogate)
 
     yield "eager reference", reference
     yield "torch.compile(reference)", torch.compile(reference, dynamic=False)
     for backend in gcln_fast.available_backends(device):
         if backend != "reference":
-            yield f"gcln_fast {backend}", functools.partial(gcln_fast.qnt, backend=backend)
-    yield "x.clone()", lambda x, q: x.clone()
+            yield f"gcln_fast {backend}", lambda x, q, s, b=backend: gcln_fast.qnt(x, q, backend=b, surrogate=s)
+    yield "x.clone()", lambda x, q, s: x.clone()
 
 
-MODES = {
-    # pass name -> (needs grad, q): the trainable pass also runs the fused grad_q kernel.
-    "forward": (False, "number"),
-    "forward+backward": (True, "number"),
-    "forward+backward, trainable q": (True, "parameter"),
-}
+def make_q(kind: str, x: torch.Tensor, trainable: bool):
+    if kind == "sample":  # qualities spread over the batch, like JPEG at a random quality per sample
+        q = torch.linspace(0.5 * Q, 2 * Q, x.shape[0], device=x.device).reshape(-1, 1, 1, 1).expand(-1, 1, 8, 8)
+        return q.contiguous().requires_grad_(trainable)
+    return torch.tensor(Q, device=x.device, requires_grad=True) if trainable else Q
 
 
-def time_call(fn, x, grad, mode: str, device: torch.device, min_run_time: float, threads: int) -> float:
-    """Median seconds per call (torch.utils.benchmark handles CUDA sync and thread pinning)."""
-    needs_grad, q_kind = MODES[mode]
-    q = torch.tensor(Q, device=device, requires_grad=True) if q_kind == "parameter" else Q
-    if not needs_grad:
+def make_call(fn, x, grad, mode: str):
+    """A no-argument function running one timed call of ``fn`` in ``mode``."""
+    what, q_kind, surrogate, trainable = MODES[mode]
+    q = make_q(q_kind, x, trainable)
+    if what == "forward":
 
         def call():
             with torch.no_grad():
-                fn(x, q)
-    else:
-        xg = x.detach().requires_grad_()
+                fn(x, q, surrogate)
 
-        def call():
-            fn(xg, q).backward(grad)
-            xg.grad = None
-            if q_kind == "parameter":
-                q.grad = None
+        return call
+    xg = x.detach().requires_grad_()
+    inputs = [xg, q] if trainable else [xg]
+    if what == "fwd+bwd":
+        return lambda: torch.autograd.grad(fn(xg, q, surrogate), inputs, grad)
+    y = fn(xg, q, surrogate)  # the backward alone, on a kept graph
+    return lambda: torch.autograd.grad(y, inputs, grad, retain_graph=True, allow_unused=True)
 
+
+def time_call(call, device: torch.device, min_run_time: float, threads: int) -> float:
+    """Median seconds per call (torch.utils.benchmark handles CUDA sync and thread pinning)."""
     for _ in range(3):  # warm-up: compilation, autotuning, allocator
         call()
     if device.type == "cuda":
@@ -101,11 +124,10 @@ def run(args) -> dict:
         raise SystemExit("--device cuda: no CUDA device is visible")
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    rows = []
     shapes = parse_shapes(args.shapes or DEFAULT_SHAPES[device.type])
     funcs = list(candidates(device))
-    total = len(shapes) * len(args.modes) * len(funcs)
-    done = 0
+    rows = []
+    progress = tqdm(total=len(shapes) * len(args.modes) * len(funcs), desc="bench_qnt", file=sys.stderr)
     for shape in shapes:
         x = torch.rand(shape, device=device)
         grad = torch.randn(shape, device=device)
@@ -113,11 +135,9 @@ def run(args) -> dict:
         for mode in args.modes:
             timings = {}
             for name, fn in funcs:
-                done += 1
-                print(
-                    f"[{done}/{total}] {mode:16s} {'x'.join(map(str, shape)):15s} {name}", file=sys.stderr, flush=True
-                )
-                timings[name] = time_call(fn, x, grad, mode, device, args.min_time, threads)
+                progress.set_postfix_str(f"{'x'.join(map(str, shape))} {mode} {name}")
+                timings[name] = time_call(make_call(fn, x, grad, mode), device, args.min_time, threads)
+                progress.update()
             eager, floor = timings["eager reference"], timings["x.clone()"]
             for name, seconds in timings.items():
                 rows.append(
@@ -128,10 +148,10 @@ def run(args) -> dict:
                         "ms": seconds * 1e3,
                         "speedup_vs_eager": eager / seconds,
                         "time_vs_clone": seconds / floor,
-                        "fraction_of_clone_bandwidth": floor / seconds,
-                        "GB/s": nbytes / seconds / 1e9 if mode == "forward" else None,
+                        "GB/s": nbytes / seconds / 1e9 if MODES[mode][0] == "forward" else None,
                     }
                 )
+    progress.close()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -142,7 +162,36 @@ def run(args) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "rows": rows,
+        "summary": summary(rows),
     }
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per shape and gcln_fast backend: the ratios the issue sets targets for (same run)."""
+    ms = {(tuple(r["shape"]), r["mode"], r["impl"]): r["ms"] for r in rows}
+    out = []
+    for shape, mode, impl in ms:
+        if mode != "forward" or not impl.startswith("gcln_fast"):
+            continue
+        fwd = ms[(shape, "forward", impl)]
+
+        def ratio(num_mode, den, impl=impl, shape=shape):
+            value = ms.get((shape, num_mode, impl))
+            return None if value is None or den is None else value / den
+
+        out.append(
+            {
+                "shape": list(shape),
+                "impl": impl,
+                "forward / clone": ratio("forward", ms.get((shape, "forward", "x.clone()"))),
+                "per-sample / shared forward": ratio("forward, per-sample q", fwd),
+                "cubic backward / forward": ratio("backward, cubic", fwd),
+                "cubic backward + grad_q / forward": ratio("backward, cubic + grad_q", fwd),
+                "forward vs eager": ms.get((shape, "forward", "eager reference"), float("nan")) / fwd,
+                "forward vs compile": ms.get((shape, "forward", "torch.compile(reference)"), float("nan")) / fwd,
+            }
+        )
+    return out
 
 
 def markdown(result: dict) -> str:
@@ -158,7 +207,43 @@ def markdown(result: dict) -> str:
             f"| {'x'.join(map(str, r['shape']))} | {r['mode']} | {r['impl']} | {r['ms']:.3f} | "
             f"{r['speedup_vs_eager']:.1f}x | {r['time_vs_clone']:.2f} | {gbs} |"
         )
+    if result["summary"]:
+        keys = [k for k in result["summary"][0] if k not in ("shape", "impl")]
+        lines += ["", "| shape | backend | " + " | ".join(keys) + " |", "|---|---|" + "---:|" * len(keys)]
+        for s in result["summary"]:
+            cells = ["-" if s[k] is None else f"{s[k]:.2f}" for k in keys]
+            lines.append(f"| {'x'.join(map(str, s['shape']))} | {s['impl']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    """Time / clone per pass and implementation, one panel per shape."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = sorted({tuple(r["shape"]) for r in result["rows"]})
+    fig, axes = plt.subplots(len(shapes), 1, figsize=(11, 3.2 * len(shapes)), squeeze=False)
+    for ax, shape in zip(axes[:, 0], shapes, strict=True):
+        rows = [r for r in result["rows"] if tuple(r["shape"]) == shape]
+        modes = list(dict.fromkeys(r["mode"] for r in rows))
+        impls = list(dict.fromkeys(r["impl"] for r in rows))
+        width = 0.8 / len(impls)
+        for i, impl in enumerate(impls):
+            values = [
+                next((r["time_vs_clone"] for r in rows if r["mode"] == m and r["impl"] == impl), 0) for m in modes
+            ]
+            ax.bar([j + i * width for j in range(len(modes))], values, width, label=impl)
+        ax.set_yscale("log")
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(modes))], modes, rotation=20, ha="right", fontsize=7)
+        ax.set_ylabel("time / x.clone()")
+        ax.set_title("x".join(map(str, shape)), fontsize=9)
+    axes[0, 0].legend(fontsize=7, ncol=3)
+    fig.suptitle(f"QNT op on {result['device']}, {result['threads']} threads", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -170,6 +255,7 @@ def main(argv=None) -> int:
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls per entry")
     parser.add_argument("--json", type=Path, default=Path("results/bench_qnt.json"))
     parser.add_argument("--md", type=Path, default=Path("results/bench_qnt.md"))
+    parser.add_argument("--png", type=Path, default=Path("results/bench_qnt.png"))
     args = parser.parse_args(argv)
     result = run(args)
     table = markdown(result)
@@ -177,7 +263,8 @@ def main(argv=None) -> int:
     for path, text in ((args.json, json.dumps(result, indent=2)), (args.md, table + "\n")):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    print(f"\nwrote {args.json} and {args.md}", file=sys.stderr)
+    plot(result, args.png)
+    print(f"\nwrote {args.json}, {args.md} and {args.png}", file=sys.stderr)
     return 0
 
 

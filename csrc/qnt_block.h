@@ -35,8 +35,11 @@ constexpr float kC5 = 0.27778511650980114f;
 constexpr float kC6 = 0.19134171618254492f;
 constexpr float kC7 = 0.09754516100806417f;
 
-// R(u)'s tie window: u within kTieWindow * max(1, |u|) of a half-integer is a tie.
+// R(u)'s tie window: u within kTieWindow * max(kTieFloor, |u|) of a half-integer is
+// a tie. The floor keeps the window (2^-10 for |u| < 64) above float32 round-off
+// of small coefficients in bright blocks, which scales with the block's norm / q.
 constexpr float kTieWindow = 1.52587890625e-05f;  // 2^-16
+constexpr float kTieFloor = 64.f;
 
 // The sine surrogate's polynomials (gcln_fast/qnt_constants.py has the same
 // numbers): sin(pi t) ~ t * P(t^2), cos(pi t) ~ Q(t^2) for |t| <= 1/2. Scalars,
@@ -112,18 +115,18 @@ GCLN_HD void idct8(T v[8]) {
   v[4] = e3 - o3;
 }
 
-// R(u): the nearest integer, except that u within tau = 2^-16 max(1, |u|) of a
+// R(u): the nearest integer, except that u within tau = 2^-16 max(64, |u|) of a
 // half-integer f + 1/2 (f = floor(u)) is a tie and goes to the even neighbour.
 // As instructions: rint(u), or rint(f + 1/2) (an exact tie, so ties-to-even
 // picks the even neighbour) when tau - |u - (f + 1/2)| >= 0. That difference
 // is computed exactly where it decides (tau is a power-of-two multiple of
-// max(1, |u|), and u - (f + 1/2) is exact whenever |u - (f + 1/2)| <= 1/4), so
+// max(64, |u|), and u - (f + 1/2) is exact whenever |u - (f + 1/2)| <= 1/4), so
 // the result equals the contract's formula for every float u; the tests check
 // it on dense samples around half-integers and window edges.
 template <typename T, typename A = BlockArith<T>>
 GCLN_HD T round_tie(T u) {
   const T h = A::floor(u) + A::splat(0.5f);
-  const T slack = A::msub(A::max(A::abs(u), A::splat(1.f)), A::splat(kTieWindow), A::abs(u - h));
+  const T slack = A::msub(A::max(A::abs(u), A::splat(kTieFloor)), A::splat(kTieWindow), A::abs(u - h));
   return A::round(A::select_nonneg(slack, h, u));
 }
 

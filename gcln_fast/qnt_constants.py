@@ -24,9 +24,12 @@ def dct_rows() -> list[list[float]]:
     return d
 
 
-# The rounding rule's tie window: u within TIE_WINDOW * max(1, |u|) of a half-integer is a tie.
+# The rounding rule's tie window: u within TIE_WINDOW * max(TIE_FLOOR, |u|) of a half-integer is a
+# tie. The floor keeps the window (2**-10 for |u| < 64) above float32 round-off of small
+# coefficients in bright blocks, which scales with the block's norm / q, not with |u|.
 TIE_WINDOW_LOG2 = -16
 TIE_WINDOW = 2.0**TIE_WINDOW_LOG2
+TIE_FLOOR = 64.0
 
 # The smallest step, relative to scale, that the op accepts: q >= scale * Q_MIN_RELATIVE keeps
 # scale / q <= 2**64, finite in float32 with room for |x| up to ~2**60.

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 import gcln_fast
 from gcln_fast import ops
 from gcln_fast._validate import canonical_q
-from gcln_fast.qnt_constants import TIE_WINDOW
-from gcln_fast.reference import dct_matrix, qnt_coefficients, qnt_reference, surrogate_slope
+from gcln_fast.reference import dct_matrix, qnt_coefficients, qnt_reference, surrogate_slope, tie_tolerance
 
 EPS32 = 2.0**-24
 # One unit in the last place of the output dtype near 1.0, plus float32 round-off.
@@ -147,7 +146,7 @@ def _error_model(x, q, scale):
     norm = _blocks(xd * scale, "replicate").square().sum((-1, -2), keepdim=True).sqrt()
     delta_u = 16 * EPS32 * (norm / table + u.abs()) + 1e-30
     d = (u - u.floor() - 0.5).abs()
-    tau = TIE_WINDOW * u.abs().clamp(min=1.0)
+    tau = tie_tolerance(u)
     near = d <= tau + delta_u
     return u, delta_u, near
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gcln_fast
-from gcln_fast.qnt_constants import TIE_WINDOW
+from gcln_fast.qnt_constants import TIE_FLOOR, TIE_WINDOW
 from gcln_fast.reference import round_tie, surrogate_slope, surrogate_value
 
 from helpers import SURROGATES, rand, randn
@@ -20,10 +20,29 @@ def _dense_u() -> torch.Tensor:
     """float32 u around half-integers (both signs, |u| up to 2**24) and around both edges of the
     tie window, stepping through consecutive float32 values there; plus special values."""
     parts = []
-    for k in [0, 1, 2, 3, 7, 10, 100, 255, 1000, 2047, 4095, 2**14 + 3, 2**15 - 1, 2**15 + 1, 2**20 + 5, 2**22 + 1]:
+    for k in [
+        0,
+        1,
+        2,
+        3,
+        7,
+        10,
+        63,
+        64,
+        100,
+        255,
+        1000,
+        2047,
+        4095,
+        2**14 + 3,
+        2**15 - 1,
+        2**15 + 1,
+        2**20 + 5,
+        2**22 + 1,
+    ]:
         for sign in (1.0, -1.0):
             h = sign * (k + 0.5)
-            tau = TIE_WINDOW * max(1.0, abs(h))
+            tau = TIE_WINDOW * max(TIE_FLOOR, abs(h))
             for centre in (h, h + tau, h - tau, float(sign * k), float(sign * (k + 1))):
                 c = torch.tensor(centre, dtype=torch.float32)
                 steps = torch.arange(-3000, 3001, dtype=torch.int32)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gcln_fast.qnt_constants import TIE_WINDOW
+from gcln_fast.qnt_constants import TIE_FLOOR, TIE_WINDOW
 from gcln_fast.reference import (
     dct_matrix,
     qnt_coefficients,
@@ -68,12 +68,14 @@ def test_constant_block_by_hand():
         (3.5, 4.0),
         (-2.5, -2.0),
         (0.5, 0.0),
-        (2.5 + 3e-5, 2.0),  # inside the window: tau(2.5) = 2.5 * 2**-16 = 3.8e-5
-        (2.5 + 5e-5, 3.0),  # outside
-        (3.5 - 3e-5, 4.0),
-        (0.5 + 1.4e-5, 0.0),  # |u| < 1: tau = 2**-16 = 1.53e-5
-        (0.5 + 1.6e-5, 1.0),
-        (-0.5 - 1.4e-5, 0.0),
+        (2.5 + 9.7e-4, 2.0),  # inside the window: |u| < 64, tau = 2**-10 = 9.77e-4
+        (2.5 + 9.9e-4, 3.0),  # outside
+        (3.5 - 9.7e-4, 4.0),
+        (0.5 + 9.7e-4, 0.0),
+        (0.5 + 9.9e-4, 1.0),
+        (-0.5 - 9.7e-4, 0.0),
+        (1000.5 + 0.015, 1000.0),  # tau(1000.5) = 1000.5 * 2**-16 = 0.0153
+        (1000.5 + 0.016, 1001.0),
         (2.3, 2.0),
         (-2.7, -3.0),
         (100.5 + 1e-3, 100.0),  # tau(100.5) = 1.5e-3
@@ -87,19 +89,20 @@ def test_round_tie_by_hand(u, expected):
 
 
 def test_round_tie_window_edges_are_inclusive():
-    u = torch.tensor([10.5], dtype=torch.float64)
-    edge = TIE_WINDOW * 10.5 / (1 - TIE_WINDOW)  # d = tau(10.5 + d)
-    assert round_tie(u + edge * (1 - 1e-9)).item() == 10.0  # inside: a tie, to even
-    assert round_tie(u + edge * (1 + 1e-9)).item() == 11.0
-    assert round_tie(u - edge * (1 - 1e-9)).item() == 10.0
-    assert round_tie(u - edge * (1 + 1e-9)).item() == 10.0  # nearest anyway
+    assert round_tie(torch.tensor(10.5 + TIE_WINDOW * TIE_FLOOR, dtype=torch.float64)).item() == 10.0
+    u = torch.tensor([100.5], dtype=torch.float64)
+    edge = TIE_WINDOW * 100.5 / (1 - TIE_WINDOW)  # d = tau(100.5 + d)
+    assert round_tie(u + edge * (1 - 1e-9)).item() == 100.0  # inside: a tie, to even
+    assert round_tie(u + edge * (1 + 1e-9)).item() == 101.0
+    assert round_tie(u - edge * (1 - 1e-9)).item() == 100.0
+    assert round_tie(u - edge * (1 + 1e-9)).item() == 100.0  # nearest anyway
 
 
 def test_round_tie_is_exact_in_float32():
     """The rule evaluated in float32 equals the rule evaluated in float64 on the same float32 u."""
     g = torch.Generator().manual_seed(0)
     k = torch.randint(-3000, 3000, (200_000,), generator=g).double() + 0.5
-    tau = TIE_WINDOW * k.abs().clamp(min=1)
+    tau = TIE_WINDOW * k.abs().clamp(min=TIE_FLOOR)
     # Around half-integers and both edges of the window, in steps of a few float32 ulps.
     offsets = torch.cat([torch.randn(200_000, generator=g).double() * tau * 2, tau, -tau, tau * 1.0000001])
     u = (torch.cat([k, k, k, k])[: offsets.numel()] + offsets).float()
