@@ -153,6 +153,26 @@ def test_grayscale_matches_pillow():
             assert mae_levels(jpeg(x, quality, round_output=round_output), pillow_jpeg(x, quality)) <= MAX_MAE
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_memory_formats(fused, monkeypatch):
+    """Channels-last and strided inputs give the contiguous input's result, on both stage paths."""
+    monkeypatch.setattr(stages, "FUSED_CPU", stages.FUSED_CPU and fused)
+    x = smooth_images(2, 19, 24, seed=16)
+    ref = jpeg(x, 60)
+    for variant in (x.to(memory_format=torch.channels_last), torch.stack((x, x), -1)[..., 0]):
+        xg = variant.detach().requires_grad_()
+        y = jpeg(xg, 60)
+        y.sum().backward()
+        assert torch.equal(y, ref) and xg.grad.shape == x.shape
+
+
+def test_empty_batch():
+    x = torch.rand(0, 3, 8, 8, requires_grad=True)
+    y = jpeg(x, 50)
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad.shape == x.shape
+
+
 def test_output_range_shape_dtype_and_levels():
     x = smooth_images(3, 19, 21) * 1.4 - 0.2  # out-of-range input is clipped as an 8-bit encoder would
     y = jpeg(x, 30)
@@ -317,6 +337,7 @@ def _bad_calls():
         ((x.numpy(),), {}, TypeError, "x must be a torch.Tensor"),
         ((torch.rand(3, 8, 8),), {}, ValueError, "x must have shape"),
         ((torch.rand(2, 2, 8, 8),), {}, ValueError, "x must have shape"),
+        ((torch.rand(2, 3, 0, 8),), {}, ValueError, "x must have H >= 1"),
         ((x.double(),), {}, TypeError, "x may be float64 only"),
         ((x.int(),), {}, TypeError, "x must be float32"),
         ((x, 0), {}, ValueError, "quality must be in"),

@@ -25,6 +25,8 @@ def _check_x(x, backend) -> None:
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"x must have shape (N, 3, H, W) (RGB) or (N, 1, H, W) (grayscale), got {tuple(x.shape)}")
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"x must have H >= 1 and W >= 1, got {tuple(x.shape)}")
     if x.dtype == torch.float64 and backend != "reference":
         raise TypeError("x may be float64 only with backend='reference' (the float64 ground truth)")
     if x.dtype not in _FLOAT_DTYPES + (torch.float64,):

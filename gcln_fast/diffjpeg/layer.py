@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layer import _FloorQ
 from .codec import SURROGATES, _check_choice, _check_flag, _check_quality, jpeg
 from .sampling import SUBSAMPLING
 from .tables import quality_tables
@@ -24,8 +25,9 @@ class DiffJPEG(nn.Module):
         subsampling, surrogate, soft_forward, round_output, backend: as in :func:`gcln_fast.jpeg`.
         luma_table, chroma_table: explicit (8, 8) tables overriding ``quality``.
         trainable: hold both tables as (8, 8) parameters (initialised from the explicit
-            tables or from ``quality``) that receive the op's step-size gradient; they are
-            clamped to at least ``q_min`` in the forward.
+            tables or from ``quality``) that receive the op's step-size gradient; the forward
+            uses ``max(table, q_min)``, and an entry below the floor only gets gradients that
+            raise it (as :class:`gcln_fast.QuantizedDCT` does).
         q_min: the smallest step a trainable table may use (default 1, JPEG's smallest).
     """
 
@@ -92,7 +94,7 @@ class DiffJPEG(nn.Module):
     def _table(self, table):
         if table is None or not self.trainable:
             return table
-        return table.clamp(min=self.q_min)
+        return _FloorQ.apply(table, self.q_min)  # as QuantizedDCT keeps a trainable q >= q_min
 
     def forward(self, x: torch.Tensor, quality=None) -> torch.Tensor:
         return jpeg(

@@ -17,9 +17,9 @@ component at most two samples wide is upsampled by replication instead (libjpeg'
 upsampler).
 
 These functions work on plain tensors (the autograd Functions in :mod:`.stages` call them
-and their adjoints). They avoid ``avg_pool2d`` and ``interpolate``, whose CPU kernels were
-3-8x slower than these slice sums on the benchmark's shapes (single-thread CPU time,
-``bench/bench_jpeg.py`` shapes, this project's 2-core machine under load).
+and their adjoints; on the CPU the fused kernels replace them). They avoid ``avg_pool2d`` and
+``interpolate``, whose CPU kernels took 2-6x the time of these slice sums on 32x32 images
+(interleaved single-thread timings on the project's 2-core machine, under load).
 """
 
 from __future__ import annotations

@@ -2,14 +2,17 @@
 
 ``Encode``: RGB in [0, 1] -> level-shifted Y (N, 1, H, W) and chroma (N, 2, h, w) at the
 chroma resolution, whole 8x8 blocks wide (what the QNT op quantizes). ``Decode``: quantized
-Y and chroma -> RGB in [0, 1] units, not yet clipped.
+Y and chroma -> RGB in [0, 1] units, clipped in place when asked (straight-through).
 
 With ``exact=True`` every rounding is libjpeg's (8-bit YCbCr, rounded box average on the
 encoder side; 8-bit decoded samples, rounded fancy upsampling and colour conversion on the
 decoder side). Either way the backward is the adjoint of the rounding-free linear map
 (the 8-bit roundings and the clamps of intermediate samples are straight-through), computed
-directly: one colour matmul and the resampling adjoint per stage, no autograd graph of the
-pixel glue, which on the CPU costs several times the forward.
+directly rather than through an autograd graph of the pixel glue.
+
+On the CPU both directions of both stages run as fused C++ kernels (``csrc/cpu/jpeg_cpu.cpp``,
+one pass over the image each); elsewhere, and for float64, as the PyTorch ops below, which
+define what the kernels must compute (``tests/test_jpeg.py`` compares the two).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class Encode(torch.autograd.Function):
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         levels = x.to(dtype) * 255.0  # exact integers for 8-bit images k / 255
         bias = color.vector(color.ENCODE_BIAS_EXACT if exact else color.ENCODE_BIAS_FLOAT, levels).reshape(1, 3, 1)
-        ycc = _mix(color.matrix(color.RGB_TO_YCC, levels), levels.view(n, 3, h * w), bias)
+        ycc = _mix(color.matrix(color.RGB_TO_YCC, levels), levels.reshape(n, 3, h * w), bias)
         if exact:
             ycc.floor_()
         ycc = ycc.view(n, 3, h, w)
@@ -80,7 +83,7 @@ class Encode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y, grad_c):
         n, _, h, w = ctx.x_shape
-        if _fused(grad_y) and grad_y.dtype == torch.float32:
+        if _fused(grad_y):
             grad_x = torch.ops.gcln_fast.jpeg_encode_backward(
                 grad_y.contiguous(), grad_c.contiguous(), *FACTORS[ctx.mode]
             )
@@ -127,7 +130,7 @@ class Decode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         n, _, h, w = grad.shape
-        if _fused(grad) and grad.dtype == torch.float32:
+        if _fused(grad):
             grad_y, grad_c = torch.ops.gcln_fast.jpeg_decode_backward(
                 grad.contiguous(), *FACTORS[ctx.mode], *ctx.c_shape[-2:]
             )
