@@ -15,8 +15,12 @@
 
 #include <cmath>
 
+// Always inlined: the CPU kernel keeps a block in registers only if every
+// helper is inlined (an out-of-line call passes the eight vectors through memory).
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define GCLN_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define GCLN_HD inline __attribute__((always_inline))
 #else
 #define GCLN_HD inline
 #endif
@@ -35,11 +39,13 @@ constexpr float kC5 = 0.27778511650980114f;
 constexpr float kC6 = 0.19134171618254492f;
 constexpr float kC7 = 0.09754516100806417f;
 
-// R(u)'s tie window: u within kTieWindow * max(kTieFloor, |u|) of a half-integer is
-// a tie. The floor keeps the window (2^-10 for |u| < 64) above float32 round-off
-// of small coefficients in bright blocks, which scales with the block's norm / q.
-constexpr float kTieWindow = 1.52587890625e-05f;  // 2^-16
-constexpr float kTieFloor = 64.f;
+// R(u) = rint(rint(kTieGrid * u) / kTieGrid): u first goes to the nearest
+// multiple of 1/512, then to the nearest integer (both ties to even), so a u
+// within 2^-10 of a half-integer is a tie and goes to the even neighbour. The
+// window is above float32 round-off of u (~eps |U|_block / q) for q >= 1 on
+// 8-bit images; see docs/qnt-op.md.
+constexpr float kTieGrid = 512.f;
+constexpr float kInvTieGrid = 0.001953125f;  // 2^-9, exact
 
 // The sine surrogate's polynomials (gcln_fast/qnt_constants.py has the same
 // numbers): sin(pi t) ~ t * P(t^2), cos(pi t) ~ Q(t^2) for |t| <= 1/2. Scalars,
@@ -60,12 +66,6 @@ struct BlockArith {
   static GCLN_HD T msub(T a, T b, T c) { return a * b - c; }
   // Round half to even, as torch.round: rintf under the default rounding mode.
   static GCLN_HD T round(T x) { return ::rintf(x); }
-  static GCLN_HD T floor(T x) { return ::floorf(x); }
-  static GCLN_HD T abs(T x) { return ::fabsf(x); }
-  // max(a, b) for a possibly NaN and b not NaN (either result is fine then).
-  static GCLN_HD T max(T a, T b) { return a > b ? a : b; }
-  // t >= 0 ? a : b (a NaN t, which only comes with an infinite or NaN u, may pick either).
-  static GCLN_HD T select_nonneg(T t, T a, T b) { return t >= 0.f ? a : b; }
 };
 
 // v <- D v (forward 8-point DCT-II along the array index, lane-wise).
@@ -115,19 +115,18 @@ GCLN_HD void idct8(T v[8]) {
   v[4] = e3 - o3;
 }
 
-// R(u): the nearest integer, except that u within tau = 2^-16 max(64, |u|) of a
-// half-integer f + 1/2 (f = floor(u)) is a tie and goes to the even neighbour.
-// As instructions: rint(u), or rint(f + 1/2) (an exact tie, so ties-to-even
-// picks the even neighbour) when tau - |u - (f + 1/2)| >= 0. That difference
-// is computed exactly where it decides (tau is a power-of-two multiple of
-// max(64, |u|), and u - (f + 1/2) is exact whenever |u - (f + 1/2)| <= 1/4), so
-// the result equals the contract's formula for every float u; the tests check
-// it on dense samples around half-integers and window edges.
+// R(u) from u512 = 512 u (kernels fold the 512 into their reciprocal steps;
+// scaling by a power of two is exact, so the result is R(u) for every float u
+// with |512 u| finite).
+template <typename T, typename A = BlockArith<T>>
+GCLN_HD T round_tie_scaled(T u512) {
+  return A::round(A::round(u512) * A::splat(kInvTieGrid));
+}
+
+// R(u): the nearest integer, a u within 2^-10 of a half-integer going to the even neighbour.
 template <typename T, typename A = BlockArith<T>>
 GCLN_HD T round_tie(T u) {
-  const T h = A::floor(u) + A::splat(0.5f);
-  const T slack = A::msub(A::max(A::abs(u), A::splat(kTieFloor)), A::splat(kTieWindow), A::abs(u - h));
-  return A::round(A::select_nonneg(slack, h, u));
+  return round_tie_scaled<T, A>(u * A::splat(kTieGrid));
 }
 
 // sin(pi t) and cos(pi t) for |t| <= 1/2 (Horner on t^2).
@@ -188,14 +187,16 @@ GCLN_HD T quantize(T z, T inv_step, T step) {
   return round_tie<T, A>(z * inv_step) * step;
 }
 
-// The forward's quantizer: q * F(z / q) with F = R, or F = s when soft.
+// The forward's quantizer, q * F(z / q) with F = R (or F = s when soft), from
+// a table that carries the 512 of R: inv512 = 512 / q (times the kernels' scale).
 template <Surrogate S, bool kSoft, typename T, typename A = BlockArith<T>>
-GCLN_HD T quantize_as(T z, T inv_step, T step) {
+GCLN_HD T quantize_prescaled(T z, T inv512, T step) {
+  const T u512 = z * inv512;
+  const T r = round_tie_scaled<T, A>(u512);
   if constexpr (!kSoft || S == Surrogate::kIdentity) {
-    return quantize<T, A>(z, inv_step, step);
+    return r * step;
   } else {
-    const T u = z * inv_step;
-    return surrogate_value<S, T, A>(u, round_tie<T, A>(u)) * step;
+    return surrogate_value<S, T, A>(u512 * A::splat(kInvTieGrid), r) * step;
   }
 }
 

@@ -24,12 +24,11 @@ def dct_rows() -> list[list[float]]:
     return d
 
 
-# The rounding rule's tie window: u within TIE_WINDOW * max(TIE_FLOOR, |u|) of a half-integer is a
-# tie. The floor keeps the window (2**-10 for |u| < 64) above float32 round-off of small
-# coefficients in bright blocks, which scales with the block's norm / q, not with |u|.
-TIE_WINDOW_LOG2 = -16
-TIE_WINDOW = 2.0**TIE_WINDOW_LOG2
-TIE_FLOOR = 64.0
+# The rounding rule R(u) = rint(rint(TIE_GRID * u) / TIE_GRID): u first goes to the nearest
+# multiple of 1/512, so a u within TIE_HALF_WIDTH = 2**-10 of a half-integer (edges included)
+# becomes that half-integer and then goes to the even neighbour.
+TIE_GRID = 512.0
+TIE_HALF_WIDTH = 0.5 / TIE_GRID
 
 # The smallest step, relative to scale, that the op accepts: q >= scale * Q_MIN_RELATIVE keeps
 # scale / q <= 2**64, finite in float32 with room for |x| up to ~2**60.

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _validate
-from .qnt_constants import BLOCK, TIE_FLOOR, TIE_WINDOW, dct_rows
+from .qnt_constants import BLOCK, TIE_GRID, dct_rows
 
 
 def dct_matrix(device=None, dtype=torch.float32) -> torch.Tensor:
@@ -24,19 +24,11 @@ def dct_matrix(device=None, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor(dct_rows(), dtype=torch.float64).to(device=device, dtype=dtype)
 
 
-def tie_tolerance(u: torch.Tensor) -> torch.Tensor:
-    """``tau(u) = 2**-16 * max(64, |u|)``: the half-width of the tie window around a half-integer."""
-    return TIE_WINDOW * u.abs().clamp(min=TIE_FLOOR)
-
-
 def round_tie(u: torch.Tensor) -> torch.Tensor:
-    """``R(u)``: nearest integer, except that ``u`` within ``tau(u) = 2**-16 * max(64, |u|)`` of a
-    half-integer is a tie and goes to the even neighbour. Evaluated in ``u``'s dtype."""
-    f = torch.floor(u)
-    d = u - f - 0.5
-    tau = tie_tolerance(u)
-    even = torch.where(torch.remainder(f, 2) == 0, f, f + 1)
-    return torch.where(d.abs() <= tau, even, torch.round(u))
+    """``R(u) = rint(rint(512 u) / 512)``: ``u`` goes to the nearest multiple of 1/512, then to the
+    nearest integer (both ties to even), so a ``u`` within 2**-10 of a half-integer is a tie and
+    goes to the even neighbour. Every step is exact in any float dtype (scaling by a power of two)."""
+    return torch.round(torch.round(u * TIE_GRID) / TIE_GRID)
 
 
 def surrogate_value(u: torch.Tensor, surrogate: str) -> torch.Tensor:

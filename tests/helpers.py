@@ -23,7 +23,8 @@ import torch.nn.functional as F
 import gcln_fast
 from gcln_fast import ops
 from gcln_fast._validate import canonical_q
-from gcln_fast.reference import dct_matrix, qnt_coefficients, qnt_reference, surrogate_slope, tie_tolerance
+from gcln_fast.qnt_constants import TIE_HALF_WIDTH
+from gcln_fast.reference import dct_matrix, qnt_coefficients, qnt_reference, surrogate_slope
 
 EPS32 = 2.0**-24
 # One unit in the last place of the output dtype near 1.0, plus float32 round-off.
@@ -146,8 +147,7 @@ def _error_model(x, q, scale):
     norm = _blocks(xd * scale, "replicate").square().sum((-1, -2), keepdim=True).sqrt()
     delta_u = 16 * EPS32 * (norm / table + u.abs()) + 1e-30
     d = (u - u.floor() - 0.5).abs()
-    tau = tie_tolerance(u)
-    near = d <= tau + delta_u
+    near = d <= TIE_HALF_WIDTH + delta_u
     return u, delta_u, near
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gcln_fast
-from gcln_fast.qnt_constants import TIE_FLOOR, TIE_WINDOW
+from gcln_fast.qnt_constants import TIE_HALF_WIDTH
 from gcln_fast.reference import round_tie, surrogate_slope, surrogate_value
 
 from helpers import SURROGATES, rand, randn
@@ -42,7 +42,7 @@ def _dense_u() -> torch.Tensor:
     ]:
         for sign in (1.0, -1.0):
             h = sign * (k + 0.5)
-            tau = TIE_WINDOW * max(TIE_FLOOR, abs(h))
+            tau = TIE_HALF_WIDTH
             for centre in (h, h + tau, h - tau, float(sign * k), float(sign * (k + 1))):
                 c = torch.tensor(centre, dtype=torch.float32)
                 steps = torch.arange(-3000, 3001, dtype=torch.int32)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gcln_fast.qnt_constants import TIE_FLOOR, TIE_WINDOW
+from gcln_fast.qnt_constants import TIE_HALF_WIDTH
 from gcln_fast.reference import (
     dct_matrix,
     qnt_coefficients,
@@ -68,19 +68,20 @@ def test_constant_block_by_hand():
         (3.5, 4.0),
         (-2.5, -2.0),
         (0.5, 0.0),
-        (2.5 + 9.7e-4, 2.0),  # inside the window: |u| < 64, tau = 2**-10 = 9.77e-4
+        (2.5 + 9.7e-4, 2.0),  # inside the window: 2**-10 = 9.77e-4
         (2.5 + 9.9e-4, 3.0),  # outside
         (3.5 - 9.7e-4, 4.0),
         (0.5 + 9.7e-4, 0.0),
         (0.5 + 9.9e-4, 1.0),
         (-0.5 - 9.7e-4, 0.0),
-        (1000.5 + 0.015, 1000.0),  # tau(1000.5) = 1000.5 * 2**-16 = 0.0153
-        (1000.5 + 0.016, 1001.0),
+        (1000.5 + 9.7e-4, 1000.0),
+        (1000.5 + 1.1e-3, 1001.0),
+        (101.5 - 9.7e-4, 102.0),
         (2.3, 2.0),
         (-2.7, -3.0),
-        (100.5 + 1e-3, 100.0),  # tau(100.5) = 1.5e-3
-        (40001.0, 40002.0),  # |u| >= 2**15: the window covers everything, f = 40001 is odd
-        (40002.0, 40002.0),
+        (40001.0, 40001.0),
+        (40001.5, 40002.0),
+        (2.0**14 + 0.5 + 2.0**-9, 16385.0),  # float32 spacing 2**-9 here: only exact halves tie
     ],
 )
 def test_round_tie_by_hand(u, expected):
@@ -89,23 +90,22 @@ def test_round_tie_by_hand(u, expected):
 
 
 def test_round_tie_window_edges_are_inclusive():
-    assert round_tie(torch.tensor(10.5 + TIE_WINDOW * TIE_FLOOR, dtype=torch.float64)).item() == 10.0
-    u = torch.tensor([100.5], dtype=torch.float64)
-    edge = TIE_WINDOW * 100.5 / (1 - TIE_WINDOW)  # d = tau(100.5 + d)
-    assert round_tie(u + edge * (1 - 1e-9)).item() == 100.0  # inside: a tie, to even
-    assert round_tie(u + edge * (1 + 1e-9)).item() == 101.0
-    assert round_tie(u - edge * (1 - 1e-9)).item() == 100.0
-    assert round_tie(u - edge * (1 + 1e-9)).item() == 100.0  # nearest anyway
+    for dtype in (torch.float64, torch.float32):
+        u = torch.tensor([10.5], dtype=dtype)
+        assert round_tie(u + TIE_HALF_WIDTH).item() == 10.0  # on the edge: a tie, to even
+        assert round_tie(u - TIE_HALF_WIDTH).item() == 10.0
+        outside = torch.nextafter(u + TIE_HALF_WIDTH, torch.tensor([11.0], dtype=dtype))  # the next float
+        assert round_tie(outside).item() == 11.0  # just outside: nearest
 
 
 def test_round_tie_is_exact_in_float32():
     """The rule evaluated in float32 equals the rule evaluated in float64 on the same float32 u."""
     g = torch.Generator().manual_seed(0)
     k = torch.randint(-3000, 3000, (200_000,), generator=g).double() + 0.5
-    tau = TIE_WINDOW * k.abs().clamp(min=TIE_FLOOR)
-    # Around half-integers and both edges of the window, in steps of a few float32 ulps.
+    tau = torch.full((200_000,), TIE_HALF_WIDTH, dtype=torch.float64)
+    # Around half-integers and both edges of the window.
     offsets = torch.cat([torch.randn(200_000, generator=g).double() * tau * 2, tau, -tau, tau * 1.0000001])
-    u = (torch.cat([k, k, k, k])[: offsets.numel()] + offsets).float()
+    u = (torch.cat([k, k, k, k]) + offsets).float()
     u = torch.cat([u, torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 2.0**23 + 1, 2.0**24])])
     r32, r64 = round_tie(u), round_tie(u.double())
     same = (r32.double() == r64) | (r32.isnan() & r64.isnan())

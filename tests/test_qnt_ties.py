@@ -3,7 +3,7 @@
 DCT coefficients of 8-bit images often sit exactly on a half-integer (the DC coefficient and the
 k = 0, 4 rows and columns are multiples of 1/8 in 8-bit units), and float32 butterflies land a
 hair above or below such a tie. The contract's rule (docs/qnt-op.md, "Rounding") counts a value
-within 2**-16 * max(64, |u|) of a half-integer as an exact tie. Here each backend's rounding
+within 2**-10 of a half-integer as an exact tie. Here each backend's rounding
 decisions, recovered from its output in float64 as ``round(DCT(y * scale) / q)``, are compared
 with the float64 reference's on 1,000 embedded images and 1,000 random uint8 images, as [0, 1]
 floats (scale 255) and as integer-valued floats (scale 1), for q = 10, q = 3, the JPEG luminance
@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from gcln_fast.data.embedded import generate
-from gcln_fast.reference import qnt_coefficients, qnt_reference, tie_tolerance
+from gcln_fast.qnt_constants import TIE_HALF_WIDTH
+from gcln_fast.reference import qnt_coefficients, qnt_reference
 
 from helpers import _error_model, table64
 
@@ -96,7 +97,7 @@ def truth(pixels) -> dict:
                 x = as_input(k, form)
                 want = decisions(qnt_reference(x.double(), table, scale), table, scale)
                 u64, delta_u, _ = _error_model(x, q, scale)
-                d, tau = (u64 - u64.floor() - 0.5).abs(), tie_tolerance(u64)
+                d, tau = (u64 - u64.floor() - 0.5).abs(), TIE_HALF_WIDTH
                 out[set_name, q_name, form] = (want, exact_tie, (d - tau).abs() <= delta_u)
     return out
 

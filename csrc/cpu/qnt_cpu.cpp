@@ -31,28 +31,17 @@
 #include "qnt_checks.h"
 
 using Vec = at::vec::Vectorized<float>;
+// The helpers below must inline: a call would pass a block's eight vectors through memory.
+#define GCLN_INLINE inline __attribute__((always_inline))
 static_assert(Vec::size() == 8, "the CPU kernel holds one 8-wide block row per vector");
 
 namespace gcln_fast::block {
 template <>
 struct BlockArith<Vec> {
-  static inline Vec splat(float c) { return Vec(c); }
-  static inline Vec madd(Vec a, Vec b, Vec c) { return at::vec::fmadd(a, b, c); }
-  static inline Vec msub(Vec a, Vec b, Vec c) { return at::vec::fmsub(a, b, c); }
-  static inline Vec round(Vec x) { return x.round(); }  // nearest, ties to even
-#if defined(CPU_CAPABILITY_AVX2)
-  static inline Vec floor(Vec x) { return _mm256_floor_ps(x); }
-  static inline Vec abs(Vec x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), x); }
-  // vmaxps returns its second operand when either is NaN: max(NaN, 1) = 1, as the contract allows.
-  static inline Vec max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
-  // blendv picks by the sign bit alone: t >= 0 (sign clear) -> a.
-  static inline Vec select_nonneg(Vec t, Vec a, Vec b) { return _mm256_blendv_ps(a, b, t); }
-#else
-  static inline Vec floor(Vec x) { return x.floor(); }
-  static inline Vec abs(Vec x) { return x.abs(); }
-  static inline Vec max(Vec a, Vec b) { return Vec::blendv(b, a, a > b); }
-  static inline Vec select_nonneg(Vec t, Vec a, Vec b) { return Vec::blendv(a, b, t < Vec(0.f)); }
-#endif
+  static GCLN_INLINE Vec splat(float c) { return Vec(c); }
+  static GCLN_INLINE Vec madd(Vec a, Vec b, Vec c) { return at::vec::fmadd(a, b, c); }
+  static GCLN_INLINE Vec msub(Vec a, Vec b, Vec c) { return at::vec::fmsub(a, b, c); }
+  static GCLN_INLINE Vec round(Vec x) { return x.round(); }  // nearest, ties to even
 };
 }  // namespace gcln_fast::block
 
@@ -65,7 +54,7 @@ using block::Surrogate;
 // In-register 8x8 transpose (unpack, shuffle, 128-bit permute: 24 shuffles).
 // at::vec has no register-to-register form, and its memory form costs a
 // round trip through the stack on every block.
-inline void transpose8(Vec r[8]) {
+GCLN_INLINE void transpose8(Vec r[8]) {
 #if defined(CPU_CAPABILITY_AVX2)
   __m256 a[8], b[8];
   for (int i = 0; i < 8; i += 2) {
@@ -91,14 +80,14 @@ inline void transpose8(Vec r[8]) {
 }
 
 // rows of a block (lane = column) -> transposed coefficients: r[k2] lane k1 = Z[k1][k2].
-inline void forward_2d(Vec r[8]) {
+GCLN_INLINE void forward_2d(Vec r[8]) {
   block::fdct8<Vec, VA>(r);
   transpose8(r);
   block::fdct8<Vec, VA>(r);
 }
 
 // transposed coefficients -> rows of the block.
-inline void inverse_2d(Vec r[8]) {
+GCLN_INLINE void inverse_2d(Vec r[8]) {
   block::idct8<Vec, VA>(r);
   transpose8(r);
   block::idct8<Vec, VA>(r);
@@ -115,7 +104,7 @@ struct PlaneView {
 // the edge replicate the last row/column (the forward transform) or are zero
 // (the gradient, whose adjoint of the crop is zero padding).
 template <bool kZeroPad, typename T>
-inline void load_block(const PlaneView<const T>& p, int64_t y0, int64_t x0, Vec r[8]) {
+GCLN_INLINE void load_block(const PlaneView<const T>& p, int64_t y0, int64_t x0, Vec r[8]) {
   const int rows = static_cast<int>(std::min<int64_t>(8, p.H - y0));
   const int cols = static_cast<int>(std::min<int64_t>(8, p.W - x0));
   if constexpr (std::is_same_v<T, float>) {
@@ -148,7 +137,7 @@ inline void load_block(const PlaneView<const T>& p, int64_t y0, int64_t x0, Vec 
 
 // Stores the in-image part of a block; the padded pixels are dropped (the forward's crop).
 template <typename T>
-inline void store_block(const PlaneView<T>& p, int64_t y0, int64_t x0, const Vec r[8]) {
+GCLN_INLINE void store_block(const PlaneView<T>& p, int64_t y0, int64_t x0, const Vec r[8]) {
   const int rows = static_cast<int>(std::min<int64_t>(8, p.H - y0));
   const int cols = static_cast<int>(std::min<int64_t>(8, p.W - x0));
   if constexpr (std::is_same_v<T, float>) {
@@ -177,7 +166,7 @@ inline void store_block(const PlaneView<T>& p, int64_t y0, int64_t x0, const Vec
 // the block that fall outside the image are added onto the last in-image row
 // and column (the corner onto both), and the in-image part is stored.
 template <typename T>
-inline void store_block_adjoint(const PlaneView<T>& p, int64_t y0, int64_t x0, Vec r[8]) {
+GCLN_INLINE void store_block_adjoint(const PlaneView<T>& p, int64_t y0, int64_t x0, Vec r[8]) {
   const int rows = static_cast<int>(std::min<int64_t>(8, p.H - y0));
   const int cols = static_cast<int>(std::min<int64_t>(8, p.W - x0));
   for (int m = rows; m < 8; ++m) r[rows - 1] = r[rows - 1] + r[m];
@@ -192,9 +181,9 @@ inline void store_block_adjoint(const PlaneView<T>& p, int64_t y0, int64_t x0, V
   store_block(p, y0, x0, r);
 }
 
-// Per canonical table t = (Nq, Cq) index: [inv_step (64), step (64)], each
+// Per canonical table t = (Nq, Cq) index: [inv512 (64), step (64)], each
 // transposed to match the coefficient layout, with `scale` folded in (the
-// kernels transform x, not x * scale).
+// kernels transform x, not x * scale) and R's 512 in inv512 = 512 scale / q.
 struct StepTables {
   std::vector<float> data;
   int64_t nq = 1, cq = 1;
@@ -215,7 +204,7 @@ StepTables step_tables(const at::Tensor& q, double scale) {
       for (int k2 = 0; k2 < 8; ++k2) {
         const float v = qp[i * 64 + k1 * 8 + k2];
         check_qnt_q_value(v, scale);
-        t.data[i * 128 + k2 * 8 + k1] = static_cast<float>(scale / v);
+        t.data[i * 128 + k2 * 8 + k1] = static_cast<float>(block::kTieGrid * scale / v);
         t.data[i * 128 + 64 + k2 * 8 + k1] = static_cast<float>(v / scale);
       }
     }
@@ -223,7 +212,7 @@ StepTables step_tables(const at::Tensor& q, double scale) {
   return t;
 }
 
-inline void load_tables(const float* t, Vec inv[8], Vec step[8]) {
+GCLN_INLINE void load_tables(const float* t, Vec inv[8], Vec step[8]) {
   for (int k = 0; k < 8; ++k) {
     inv[k] = Vec::loadu(t + 8 * k);
     step[k] = Vec::loadu(t + 64 + 8 * k);
@@ -263,7 +252,7 @@ void qnt_forward_kernel(const at::Tensor& x, const StepTables& tables, at::Tenso
       for (int64_t bx = 0; bx < nbx; ++bx) {
         load_block<false>(src, by * 8, bx * 8, r);
         forward_2d(r);
-        for (int k = 0; k < 8; ++k) r[k] = block::quantize_as<S, kSoft, Vec, VA>(r[k], inv[k], step[k]);
+        for (int k = 0; k < 8; ++k) r[k] = block::quantize_prescaled<S, kSoft, Vec, VA>(r[k], inv[k], step[k]);
         inverse_2d(r);
         store_block(dst, by * 8, bx * 8, r);
       }
@@ -286,10 +275,11 @@ struct TableWalk {
 // One block of the backward: G = D g D^T; grad_q's terms G (s(u) - u s'(u))
 // into acc, and (kGradX) g <- s'(u) G, ready for the inverse transform.
 template <Surrogate S, bool kGradX, bool kGradQ>
-inline void backward_block(const Vec z[8], Vec g[8], const Vec inv[8], Vec acc[8]) {
+GCLN_INLINE void backward_block(const Vec z[8], Vec g[8], const Vec inv[8], Vec acc[8]) {
   for (int k = 0; k < 8; ++k) {
-    const Vec u = z[k] * inv[k];
-    const Vec r = block::round_tie<Vec, VA>(u);
+    const Vec u512 = z[k] * inv[k];
+    const Vec r = block::round_tie_scaled<Vec, VA>(u512);
+    const Vec u = u512 * Vec(block::kInvTieGrid);
     const Vec slope = block::surrogate_slope<S, Vec, VA>(u, r);
     if constexpr (kGradQ) {
       Vec factor;
