@@ -166,33 +166,34 @@ std::tuple<at::Tensor, at::Tensor> jpeg_encode_cpu(const at::Tensor& x, int64_t 
 
 // One output row of one chroma plane from its nearer and further chroma rows (levels when
 // kExact): vertical taps 3 near + far, then horizontal 3 this + neighbour (libjpeg's fancy
-// filter); `box` is libjpeg's box upsampler (replication). `col`: scratch of cw floats.
+// filter); `box` is libjpeg's box upsampler (replication). `col`: scratch of cw + 2 floats.
+// `out` must have room for 2 cw floats (one past w when w is odd: the caller's slack).
 template <bool kExact>
 void upsample_row(const float* near, const float* far, int64_t fv, int64_t fh, int64_t cw, int64_t w, bool box,
                   float* col, float* out) {
-  const float* src = near;
+  float* src = col + 1;  // the taps with their replicated edge neighbours at src[-1], src[cw]
   if (fv == 2 && !box) {
 #pragma omp simd
-    for (int64_t k = 0; k < cw; ++k) col[k] = 3.f * near[k] + far[k];
-    src = col;
+    for (int64_t k = 0; k < cw; ++k) src[k] = 3.f * near[k] + far[k];
+  } else {
+    std::copy(near, near + cw, src);
   }
   if (fh == 1 || box) {
     for (int64_t j = 0; j < w; ++j) out[j] = src[j / fh];
     return;
   }
+  src[-1] = src[0];
+  src[cw] = src[cw - 1];
   const float scale = fv == 2 ? 1.f / 16.f : 1.f / 4.f;
   // libjpeg's bias: + 8, 7, 8, 7, ... >> 4 (4:2:0) and + 1, 2, 1, 2, ... >> 2 (4:2:2).
   const float bias_even = kExact ? (fv == 2 ? 8.f : 1.f) : 0.f, bias_odd = kExact ? (fv == 2 ? 7.f : 2.f) : 0.f;
-  // Output 2k leans on chroma column k-1, output 2k+1 on k+1; the edges replicate (cw > 2 here).
-  out[0] = (4.f * src[0] + bias_even) * scale;
-  out[1] = (3.f * src[0] + src[1] + bias_odd) * scale;
+  // Output 2k leans on chroma column k-1, output 2k+1 on k+1: one loop without edge cases
+  // (short rows of 32x32 images otherwise ran mostly in the scalar remainder).
 #pragma omp simd
-  for (int64_t k = 1; k < cw - 1; ++k) {
+  for (int64_t k = 0; k < cw; ++k) {
     out[2 * k] = (3.f * src[k] + src[k - 1] + bias_even) * scale;
     out[2 * k + 1] = (3.f * src[k] + src[k + 1] + bias_odd) * scale;
   }
-  out[2 * cw - 2] = (3.f * src[cw - 1] + src[cw - 2] + bias_even) * scale;
-  if (2 * cw - 1 < w) out[2 * cw - 1] = (4.f * src[cw - 1] + bias_odd) * scale;
 }
 
 // n pixels: Y (levels when kExact) and upsampled chroma -> R, G, B (jdcolor.c). `t`: scratch
@@ -231,12 +232,12 @@ void decode_band(const float* y, const float* cb_plane, const float* cr_plane, i
                  int64_t w, int64_t ch, int64_t cw, int64_t cwp, int64_t r0, int64_t rows, float* scratch, float* out) {
   const bool box = fh == 2 && cw <= 2;
   const int64_t n = rows * w;
-  float* cb = scratch;  // upsampled band: rows x w each
-  float* cr = cb + n;
-  float* terms = cr + n;  // 3 n
+  float* cb = scratch;  // upsampled band: rows x w each, and one float of slack (upsample_row)
+  float* cr = cb + n + 1;
+  float* terms = cr + n + 1;  // 3 n
   float* ylev = terms + 3 * n;  // n
   float* lev = ylev + n;  // chroma levels of the band's rows and their neighbours: 2 planes x (rows + 2) x cw
-  float* col = lev + 2 * (rows + 2) * cw;  // cw
+  float* col = lev + 2 * (rows + 2) * cw;  // cw + 2
   const int64_t i0 = std::max<int64_t>(r0 / fv - 1, 0), i1 = std::min((r0 + rows - 1) / fv + 1, ch - 1);
   const float* planes[2] = {cb_plane, cr_plane};
   const float* base[2];  // chroma row i of plane p is base[p] + (i - i0) * stride
@@ -286,7 +287,7 @@ at::Tensor jpeg_decode_cpu(const at::Tensor& y, const at::Tensor& c, int64_t fv,
   auto run = exact ? (clip ? decode_band<true, true> : decode_band<true, false>)
                    : (clip ? decode_band<false, true> : decode_band<false, false>);
   at::parallel_for(0, n * bands, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> scratch(6 * static_cast<size_t>(band * w) + 2 * static_cast<size_t>((band + 2) * cw) + cw);
+    std::vector<float> scratch(6 * static_cast<size_t>(band * w) + 2 * static_cast<size_t>((band + 2) * cw) + cw + 4);
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t img = task / bands, r0 = (task % bands) * band, rows = std::min(band, h - r0);
       const float* cb_plane = cp + img * 2 * chp * cwp;
