@@ -377,6 +377,8 @@ def test_layer_bad_arguments():
         DiffJPEG(luma_table=torch.ones(3, 3))
     with pytest.raises(ValueError, match="q_min"):
         DiffJPEG(trainable=True, q_min=0)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DiffJPEG(backend="gpu")
     layer = DiffJPEG()
     with pytest.raises(ValueError, match="surrogate must be one of"):
         layer.surrogate = "straight"

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..layer import _FloorQ
+from ..ops import BACKENDS
 from .codec import SURROGATES, _check_choice, _check_flag, _check_quality, jpeg
 from .sampling import SUBSAMPLING
 from .tables import quality_tables
@@ -50,6 +51,7 @@ class DiffJPEG(nn.Module):
         _check_flag("soft_forward", soft_forward)
         _check_flag("round_output", round_output)
         _check_flag("trainable", trainable)
+        _check_choice("backend", backend, BACKENDS)
         if isinstance(quality, torch.Tensor):  # a buffer, so that .to(device) moves it
             self.register_buffer("quality", quality.detach().clone())
         else:
