@@ -5,12 +5,15 @@ Entry points: :func:`qnt` (functional), :class:`QuantizedDCT` (layer),
 :func:`qnt_reference` (the pure-PyTorch ground truth).
 """
 
+from .diffjpeg import DiffJPEG, jpeg
 from .layer import QuantizedDCT
 from .ops import QNTFunction, available_backends, qnt, qnt_backward
 from .qnt_constants import SURROGATES
 from .reference import dct_matrix, qnt_reference
 
 __all__ = [
+    "DiffJPEG",
+    "jpeg",
     "SURROGATES",
     "QuantizedDCT",
     "QNTFunction",
