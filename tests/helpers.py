@@ -241,6 +241,7 @@ def backend_grads(backend: Backend, x, gy, q, scale=255.0, surrogate="identity",
 
 def check_compile_fullgraph(device: str, backend: str, trainable: bool, surrogate: str = "identity") -> None:
     """torch.compile(fullgraph=True) of a model using the layer matches eager, and so do the gradients."""
+    torch._dynamo.reset()  # each case compiles nn.Sequential.forward anew: no recompile limit across cases
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 3, 3, padding=1),

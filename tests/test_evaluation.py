@@ -526,29 +526,35 @@ def test_suites():
 # --------------------------------------------------------------------------- the CLI
 
 
-def _cli_args(argv):
+def _cli_args(argv, classifier):
     import argparse
 
     from gcln_fast.commands.evaluate import add_parser
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers(dest="command"), "eval")
-    return parser.parse_args(["eval", "--classifier", "c.pt", "--out", "o", *argv])
+    return parser.parse_args(["eval", "--classifier", str(classifier), "--out", "o", *argv])
 
 
-def test_cli_suites_and_budgets():
+def test_cli_suites_and_budgets(tmp_path):
+    from gcln_fast import models as models_mod
     from gcln_fast.commands.evaluate import suite_from_args
 
-    s = suite_from_args(_cli_args([]))  # default: the standard suite, CPU budget
+    clf = tmp_path / "c.pt"  # --classifier is checked when the flags are parsed
+    models_mod.save_classifier(models_mod.build_classifier("small_cnn", 10), clf, arch="small_cnn", num_classes=10)
+    def args_of(argv):
+        return _cli_args(argv, clf)
+
+    s = suite_from_args(args_of([]))  # default: the standard suite, CPU budget
     assert s.name == "standard" and s.budget == "cpu" and s.settings.eps == pytest.approx(8 / 255)
-    s = suite_from_args(_cli_args(["--device", "cuda", "--square-queries", "700", "--apgd-steps", "30"]))
+    s = suite_from_args(args_of(["--device", "cuda", "--square-queries", "700", "--apgd-steps", "30"]))
     assert s.budget == "gpu" and s.settings.square_queries == 700 and s.settings.apgd_steps == 30
     assert s.settings.surrogates == ("identity", "cubic")
-    s = suite_from_args(_cli_args(["--preset", "cifar10"]))  # the old preset names keep working
+    s = suite_from_args(args_of(["--preset", "cifar10"]))  # the old preset names keep working
     assert s.name == "paper" and s.settings.step == pytest.approx(1 / 255) and s.settings.steps == 10
-    s = suite_from_args(_cli_args(["--suite", "paper", "--dataset", "svhn", "--eps", "8"]))
+    s = suite_from_args(args_of(["--suite", "paper", "--dataset", "svhn", "--eps", "8"]))
     assert s.settings.eps == pytest.approx(8 / 255) and s.settings.step == pytest.approx(3 / 255)
-    s = suite_from_args(_cli_args(["--eps", "12", "--surrogates", "identity", "sine"]))
+    s = suite_from_args(args_of(["--eps", "12", "--surrogates", "identity", "sine"]))
     assert s.settings.step == pytest.approx(3 / 255) and s.settings.surrogates == ("identity", "sine")
 
 

@@ -103,14 +103,27 @@ def truth(pixels) -> dict:
 
 
 CASES = [(s, q, f) for s in ("embedded", "uint8") for q in TABLES for f in FORMS]
+# The Triton interpreter runs a kernel about 10^4 times slower than compiled code: it gets the
+# images that hold the most exact ties (every image here holds some), which is where backends differ.
+INTERPRETED_IMAGES = 32
+
+
+def _subset(backend, exact_tie: torch.Tensor):
+    if backend.name != "triton" or backend.device != "cpu":
+        return slice(None)
+    return exact_tie.flatten(1).sum(1).topk(INTERPRETED_IMAGES).indices.sort().values
 
 
 @pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])
 def test_every_backend_rounds_like_the_float64_reference(backend, pixels, truth, case):
     set_name, q_name, form = case
     want, exact_tie, window_edge = truth[case]
-    table = table64(TABLES[q_name], pixels[set_name].float())
-    y = backend.qnt(as_input(pixels[set_name], form), TABLES[q_name], scale=FORMS[form])
+    idx = _subset(backend, exact_tie)
+    want, exact_tie, window_edge, k = want[idx], exact_tie[idx], window_edge[idx], pixels[set_name][idx]
+    q = TABLES[q_name][idx] if q_name == "jpeg-per-sample" else TABLES[q_name]
+    table = table64(q, k.float())
+    assert int(exact_tie.sum()) > 0
+    y = backend.qnt(as_input(k, form), q, scale=FORMS[form])
     flips = decisions(y, table, FORMS[form]) != want
     assert int((flips & exact_tie).sum()) == 0, f"{backend.name}: flips at exact ties"
     assert int((flips & ~window_edge).sum()) == 0, f"{backend.name}: flips away from the tie window's edge"

@@ -4,6 +4,7 @@ adaptively (through the current G and C, BPDA), with a schedule from the one to 
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 from torch import nn
@@ -56,8 +57,21 @@ def craft_mix(model, x, y, mix, fns, gen: torch.Generator) -> torch.Tensor:
                 continue
             idx = idx.to(x.device)
             kwargs = {k: v for k, v in spec.items() if k != "attack"}
+            if "best_iterate" in inspect.signature(fns[spec["attack"]]).parameters:
+                kwargs.setdefault("best_iterate", False)  # training wants the strongest (last) iterate
             out[idx] = fns[spec["attack"]](model, x[idx], y[idx], **kwargs).detach().to(out.dtype)
     return out.clamp_(0, 1)
+
+
+def scale_mix(mix, factor: float) -> tuple[dict, ...]:
+    """``mix`` with every radius (``eps``) and step size (``step``) multiplied by ``factor`` in [0, 1]:
+    the eps ramp of adversarial training (Madry-style training from a standard model collapses
+    without one; see :mod:`gcln_fast.training.adversarial`)."""
+    if not 0 <= factor <= 1:
+        raise ValueError(f"factor must be in [0, 1], got {factor}")
+    if factor == 1:
+        return tuple(mix)
+    return tuple({k: (v * factor if k in ("eps", "step") else v) for k, v in spec.items()} for spec in mix)
 
 
 def adaptive_fraction(step: int, total: int, final: float, ramp: float) -> float:

@@ -30,6 +30,9 @@ class GCLNSettings:
         mu, beta: weights of L_CE (cross-entropy of C(G([x*, x]))) and of the TRADES KL term.
         pixel_weight: extra pixel MSE in L_P. grad_clip: clip G's gradient norm (None: no clipping).
         attack_mix / attack_fns: the training attacks and optional ``{name: fn}`` overrides.
+        eps_ramp: share of the G steps over which every training attack's radius (and step) grows
+            linearly from 0 to its value in ``attack_mix`` (0: full radius from the start); the
+            ramp of PGD adversarial training, for the adaptive variants.
         adaptive, adaptive_ramp: share of each batch crafted through the current G and C (True = 1),
             and the share of the G steps over which it rises from 0 (oblivious) to ``adaptive``.
         finetune_classifier: train a copy of C jointly on ``mu L_CE + beta L_KL`` (one must be > 0).
@@ -60,6 +63,7 @@ class GCLNSettings:
     grad_clip: float | None = None
     attack_mix: tuple = field(default=DEFAULT_ATTACK_MIX)
     attack_fns: dict | None = None
+    eps_ramp: float = 0.0
     adaptive: float = 0.0
     adaptive_ramp: float = 0.0
     finetune_classifier: bool = False
@@ -88,7 +92,7 @@ class GCLNSettings:
         for name in ("lr", "lr_d", "lr_c"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("lam", "adaptive", "adaptive_ramp", "adv_warmup", "buffer_fraction", "guard_margin"):
+        for name in ("lam", "eps_ramp", "adaptive", "adaptive_ramp", "adv_warmup", "buffer_fraction", "guard_margin"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("mu", "beta", "pixel_weight", "epochs", "detector_epochs"):
@@ -115,7 +119,7 @@ class GCLNSettings:
         """The training settings as stored in checkpoints and history (plain values)."""
         keep = (
             "epochs", "detector_epochs", "batch_size", "lr", "lr_d", "lam", "adv_warmup", "mu", "beta",
-            "pixel_weight", "grad_clip", "attack_mix", "adaptive", "adaptive_ramp", "finetune_classifier", "lr_c",
+            "pixel_weight", "grad_clip", "attack_mix", "eps_ramp", "adaptive", "adaptive_ramp", "finetune_classifier", "lr_c",
             "clean_buffer_size", "buffer_fraction", "guard_size", "guard_margin", "guard_action", "guard_backoffs",
             "seed",
         )  # fmt: skip

@@ -57,7 +57,7 @@ from ..utils.guards import ensure_finite
 from ..utils.modules import frozen
 from ..utils.resume import reconcile_resume, set_learning_rate
 from .buffer import CleanBuffer, update_clean_buffer
-from .crafting import DEFAULT_ATTACK_MIX, adaptive_fraction, craft_batch, craft_mix, resolve_attacks
+from .crafting import DEFAULT_ATTACK_MIX, adaptive_fraction, craft_batch, craft_mix, resolve_attacks, scale_mix
 from .detector import ATTACKED, CLEAN, Detector
 from .generator import Generator
 from .guard import DivergenceGuard, held_out_split, scale_lr
@@ -389,7 +389,9 @@ class _Run:
     def adversarial_step(self, x, y, ep: int) -> dict:
         s, n = self.s, x.shape[0]
         frac = adaptive_fraction(self.g_steps, self.total_steps, s["adaptive"], s["adaptive_ramp"])
-        x_adv, _ = craft_batch(self.Ct, self.G, x, y, s["attack_mix"], self.fns, self.gen, frac)
+        radius = _ramp(self.g_steps + 1, self.total_steps, s["eps_ramp"])  # never a zero radius
+        mix = scale_mix(s["attack_mix"], radius)
+        x_adv, _ = craft_batch(self.Ct, self.G, x, y, mix, self.fns, self.gen, frac)
         with self.autocast():
             out = self.Gw(torch.cat([x_adv, x])).float()
         extra = self.buffer.sample(int(round(s["buffer_fraction"] * n)), self.gen)
@@ -409,7 +411,7 @@ class _Run:
         names = ("loss_d", "d_acc", "d_acc_real", "d_acc_fake", "loss_g", "loss_p", "loss_a", "loss_ce", "loss_kl")
         values = [*d, loss_g] + [terms.get(k, zero) for k in names[5:]]
         names += ("acc_recovered", "acc_clean_through_g", "acc_attacked_no_defence", "g_fool_rate")
-        rec = {"phase": 2, "epoch": ep + 1, "adaptive_fraction": frac, "weight_a": w["loss_a"]}
+        rec = {"phase": 2, "epoch": ep + 1, "adaptive_fraction": frac, "weight_a": w["loss_a"], "eps_scale": radius}
         rec = self.record(rec, names, values + metrics)
         rec.update(clean_buffer=self.buffer.size, q=float(self.G.q.detach().float().mean()))
         return rec

@@ -108,6 +108,7 @@ def adversarial_batch(model, x, y, settings: AdversarialTraining, progress: floa
             steps=settings.steps,
             random_start=settings.random_start,
             generator=generator,
+            best_iterate=False,  # Madry's last iterate: the first one that fools is a weak training example
         )
     finally:
         model.train(was_training)
