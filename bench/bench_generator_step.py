@@ -33,7 +33,9 @@ from gcln_fast.ops import resolve_backend
 
 def make_step(backend, args, device, state):
     torch.manual_seed(0)
-    g = Generator(q=args.q, trainable_q=args.trainable_q, width=args.width, blocks=args.blocks, backend=backend).to(device)
+    g = Generator(q=args.q, trainable_q=args.trainable_q, width=args.width, blocks=args.blocks, backend=backend).to(
+        device
+    )
     g.load_state_dict(state)
     opt = torch.optim.Adam(g.parameters(), lr=1e-4)
 
@@ -110,10 +112,14 @@ def main(argv=None) -> int:
     shape = "x".join(map(str, result["shape"]))
     print("| step | device | shape | fused backend | fused ms (median) | reference ms (median) | reference / fused |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| G train step (width {args.width}, {args.blocks} blocks, q={args.q:g}{', trainable q' if args.trainable_q else ''}) "
-          f"| {device} | {shape} | {fused_name} | {1000 * med['fused']:.2f} | {1000 * med['reference']:.2f} | {ratio:.2f}x |")
+    print(
+        f"| G train step (width {args.width}, {args.blocks} blocks, q={args.q:g}{', trainable q' if args.trainable_q else ''}) "
+        f"| {device} | {shape} | {fused_name} | {1000 * med['fused']:.2f} | {1000 * med['reference']:.2f} | {ratio:.2f}x |"
+    )
     if fused_name == "reference":
-        print("\nnote: no compiled kernel is available here, so 'auto' resolved to the reference: the ratio is ~1 by construction.")
+        print(
+            "\nnote: no compiled kernel is available here, so 'auto' resolved to the reference: the ratio is ~1 by construction."
+        )
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -542,6 +542,7 @@ def test_cli_suites_and_budgets(tmp_path):
 
     clf = tmp_path / "c.pt"  # --classifier is checked when the flags are parsed
     models_mod.save_classifier(models_mod.build_classifier("small_cnn", 10), clf, arch="small_cnn", num_classes=10)
+
     def args_of(argv):
         return _cli_args(argv, clf)
 

@@ -19,9 +19,6 @@ CLASSIFIER = checkpoint_arg("classifier", "classifier_train_state")
 
 
 def add_parser(subparsers, name: str = "eval"):
-    from ..attacks import ATTACKS, PRESETS, SURROGATES
-    from ..evaluation import BUDGETS, SUITES
-
     p = subparsers.add_parser(
         name,
         help="evaluate defences under oblivious, adaptive and transfer attacks",
@@ -63,6 +60,18 @@ def add_parser(subparsers, name: str = "eval"):
     p.add_argument("--out", required=True, help="output directory for results.json, results.md, eps_curve.png")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    _add_attack_arguments(p)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_attack_arguments(p) -> None:
+    """The suite, its budgets and overrides, the sweeps, and the attacks of each threat model."""
+    from ..attacks import ATTACKS, PRESETS, SURROGATES
+    from ..evaluation import BUDGETS, SUITES
+
     p.add_argument(
         "--suite", choices=SUITES, default=None, help="attacks and budgets (default: standard; paper with --preset)"
     )
@@ -99,10 +108,6 @@ def add_parser(subparsers, name: str = "eval"):
     p.add_argument("--adaptive", nargs="*", default=None, choices=list(ATTACKS), help="adaptive attacks to run")
     p.add_argument("--oblivious", nargs="*", default=None, choices=list(ATTACKS), help="oblivious attacks to run")
     p.add_argument("--transfer", nargs="*", default=None, choices=list(ATTACKS), help="transfer attacks to run")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run)
-    return p
 
 
 def _defence(spec: str, device):
