@@ -10,7 +10,13 @@ from torch import nn
 
 from gcln_fast import qnt
 from gcln_fast.gcln import Detector, Generator, load_generator, train_gcln
-from gcln_fast.gcln.crafting import DEFAULT_ATTACK_MIX, adaptive_fraction, attack_mix_around, craft_batch
+from gcln_fast.gcln.crafting import (
+    DEFAULT_ATTACK_MIX,
+    adaptive_fraction,
+    attack_mix_around,
+    craft_batch,
+    scale_mix,
+)
 from gcln_fast.gcln.train import load_gcln_classifier
 
 SMALL = dict(
@@ -60,6 +66,40 @@ def test_craft_batch_crafts_a_share_through_g_and_c():
     _, k = craft_batch(C, G, x, y, [{"attack": "spy"}], {"spy": spy}, torch.Generator().manual_seed(0), 0.5)
     assert k == 4 and sorted(seen) == [(False, 4), (True, 4)]
     assert not G.straight_through_clamp and all(p.requires_grad for p in G.parameters())  # restored
+
+
+def test_scale_mix_scales_radius_and_step_only():
+    mix = ({"attack": "pgd", "eps": 0.04, "step": 0.01, "steps": 7}, {"attack": "fgsm", "eps": 0.05})
+    half = scale_mix(mix, 0.5)
+    assert half[0] == {"attack": "pgd", "eps": 0.02, "step": 0.005, "steps": 7}
+    assert half[1] == {"attack": "fgsm", "eps": 0.025}
+    assert scale_mix(mix, 1.0) == mix and mix[0]["eps"] == 0.04  # the settings themselves untouched
+    with pytest.raises(ValueError, match="factor"):
+        scale_mix(mix, 1.5)
+
+
+def test_eps_ramp_grows_the_training_radius(toy, tmp_path):
+    """With eps_ramp the attacks of the G steps see a radius rising linearly to the mix's (never 0);
+    phase 1 (D alone) always gets the full radius."""
+    x, y, C = toy
+    seen = []
+
+    def recording_fgsm(model, x, y, eps, **_):
+        seen.append(eps)
+        return x
+
+    kw = {**SMALL, "detector_epochs": 1, "attack_mix": ({"attack": "fgsm", "eps": 0.04},)}
+    kw["attack_fns"] = {"fgsm": recording_fgsm}
+    r = train_gcln(C, (x, y), out_dir=tmp_path, epochs=2, eps_ramp=0.5, guard_size=0, **kw)
+    n_d = sum(1 for s in r["history"]["steps"] if s["phase"] == 1)
+    ramp = seen[n_d:]
+    assert seen[:n_d] == [0.04] * n_d
+    total = len(ramp)
+    assert total == 2 * (96 // 32) and r["steps"] == total
+    want = [0.04 * min(1.0, (k + 1) / (0.5 * total)) for k in range(total)]
+    assert ramp == pytest.approx(want)
+    scales = [s["eps_scale"] for s in r["history"]["steps"] if s["phase"] == 2]
+    assert scales == pytest.approx([w / 0.04 for w in want])
 
 
 def test_attack_mix_around_centres_on_the_evaluation_budget():
