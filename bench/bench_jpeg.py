@@ -31,7 +31,7 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.utils.benchmark as tbench  # noqa: E402
+from bench_qnt import time_call  # noqa: E402  (one timing rule for every benchmark)
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -90,28 +90,24 @@ def candidates(skip_compile: bool):
     yield "x.clone()", lambda x: x.clone()
 
 
-def time_call(fn, x, grad, mode: str, min_run_time: float, threads: int) -> float:
-    """Median seconds per call (torch.utils.benchmark handles CUDA sync and thread pinning)."""
+def make_call(fn, x, grad, mode: str):
+    """The timed call: ``fn(x)`` without autograd, or ``fn(x)`` and its backward of ``grad``."""
     if mode == "forward":
 
         def call():
             with torch.no_grad():
                 fn(x)
-    else:
-        xg = x.detach().requires_grad_()
 
-        def call():
-            y = fn(xg)
-            if y.requires_grad:  # x.clone() of a leaf does; the floor row times its backward too
-                y.backward(grad)
-            xg.grad = None
+        return call
+    xg = x.detach().requires_grad_()
 
-    for _ in range(2):  # warm-up: compilation, allocator
-        call()
-    if x.device.type == "cuda":
-        torch.cuda.synchronize()
-    timer = tbench.Timer(stmt="call()", globals={"call": call}, num_threads=threads)
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+    def call():
+        y = fn(xg)
+        if y.requires_grad:  # x.clone() of a leaf does; the floor row times its backward too
+            y.backward(grad)
+        xg.grad = None
+
+    return call
 
 
 def run(args) -> dict:
@@ -132,7 +128,7 @@ def run(args) -> dict:
                 timings = {}
                 for name, fn in funcs:
                     bar.set_postfix_str(f"{'x'.join(map(str, shape))} {mode} {name}")
-                    timings[name] = time_call(fn, x, grad, mode, args.min_time, threads)
+                    timings[name] = time_call(make_call(fn, x, grad, mode), device, args.min_time, threads)
                     bar.update()
                 for name, seconds in timings.items():
                     rows.append(

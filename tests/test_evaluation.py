@@ -578,6 +578,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     argv = ["eval", "--classifier", str(tmp_path / "clf.pt"), "--substitute", str(tmp_path / "sub.pt")]
     argv += ["--dataset", "embedded", "--data-root", str(tmp_path / "data"), "--n", "8", "--batch-size", "8"]
     argv += ["--gcln", str(tmp_path / "g.pt"), "--qnt-steps", "10", "--row", f"own=none@{tmp_path / 'sub.pt'}"]
+    argv += ["--jpeg", "50"]
     argv += ["--row", f"GCLN + C=g2.pt@{tmp_path / 'clf.pt'}", "--out", str(out), "--seed", "1"]
     argv += ["--suite", "quick", "--steps", "2", "--apgd-steps", "2", "--square-queries", "3"]
     argv += ["--oblivious", "fgsm", "pgd", "--adaptive", "fgsm", "pgd", "square", "--transfer", "pgd"]
@@ -586,7 +587,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(argv) == 0
     assert loaded == [str(tmp_path / "g.pt"), "g2.pt"]
     table = json.loads((out / "results.json").read_text())
-    assert list(table["rows"]) == ["No defence", "QNT q=10", "GCLN g", "own", "GCLN + C"]
+    assert list(table["rows"]) == ["No defence", "QNT q=10", "JPEG Q50", "GCLN g", "own", "GCLN + C"]
     assert table["rows"]["own"]["classifier"] == "classifier of 'own'"
     assert table["rows"]["GCLN + C"]["classifier"] == "classifier of 'GCLN + C'"  # a separately loaded copy
     meta = table["meta"]

@@ -50,11 +50,19 @@ def add_parser(subparsers, name: str = "eval"):
         help="rows of QuantizedDCT alone (no generator)",
     )
     p.add_argument(
+        "--jpeg",
+        type=positive_float,
+        nargs="*",
+        default=[],
+        metavar="QUALITY",
+        help="rows of JPEG compression alone (gcln_fast.DiffJPEG; Guo et al. 2018's baseline)",
+    )
+    p.add_argument(
         "--row",
         action="append",
         default=[],
         metavar="NAME=DEFENCE[@CLASSIFIER]",
-        help="an extra row: DEFENCE is 'none', 'qnt:Q' or a GCLN checkpoint; @CLASSIFIER a classifier checkpoint "
+        help="an extra row: DEFENCE is 'none', 'qnt:Q', 'jpeg:QUALITY' or a GCLN checkpoint; @CLASSIFIER a classifier checkpoint "
         "of its own (e.g. 'PGD-AT=none@runs/at.pt', 'GCLN + fine-tuned C=runs/g/gcln.pt@runs/c_ft.pt')",
     )
     p.add_argument("--out", required=True, help="output directory for results.json, results.md, eps_curve.png")
@@ -119,6 +127,10 @@ def _defence(spec: str, device):
         return nn.Identity()
     if spec.lower().startswith("qnt:"):
         return QuantizedDCT(float(spec[4:])).to(device)
+    if spec.lower().startswith("jpeg:"):  # Guo et al. (2018)'s JPEG defence, differentiable (BPDA)
+        from .. import DiffJPEG
+
+        return DiffJPEG(quality=float(spec[5:])).to(device)
     from ..gcln import load_generator
 
     return load_generator(spec, map_location=device).to(device)
@@ -132,6 +144,8 @@ def build_defences(args) -> dict:
     defences = {"No defence": _defence("none", args.device)}
     for q in args.qnt_steps:
         defences[f"QNT q={q:g}"] = _defence(f"qnt:{q}", args.device)
+    for quality in args.jpeg:
+        defences[f"JPEG Q{quality:g}"] = _defence(f"jpeg:{quality}", args.device)
     for path in args.gcln:
         name = f"GCLN {Path(path).stem}"
         defences[f"GCLN {path}" if name in defences else name] = _defence(path, args.device)
