@@ -184,3 +184,28 @@ def test_spectral_norm_detector_is_lipschitz_bounded():
     sigma = torch.linalg.matrix_norm(D.head.weight.detach(), ord=2)
     assert float(sigma) == pytest.approx(1.0, abs=0.05)
     assert Detector(width=8).config["spectral_norm"] is False
+
+
+def test_gcln_train_variant_flag_applies_the_preset_and_flags_override_it(tmp_path):
+    import argparse
+
+    from gcln_fast.commands.train_gcln import _knob_kwargs, add_parser
+    from gcln_fast.gcln.presets import VARIANTS
+    from gcln_fast.models import build_classifier, save_classifier
+
+    clf = tmp_path / "c.pt"
+    save_classifier(build_classifier("small_cnn", 10), clf, arch="small_cnn", num_classes=10)
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"), "train")
+
+    def kwargs(*flags):
+        return _knob_kwargs(parser.parse_args(["train", "--classifier", str(clf), "--out", "o", *flags]))
+
+    assert kwargs() == {}  # the paper's variant: train_gcln's own defaults
+    assert kwargs("--variant", "finetune") == VARIANTS["finetune"]
+    assert kwargs("--variant", "finetune", "--lr", "0.002", "--lambda", "0.7") == {
+        **VARIANTS["finetune"],
+        "lr": 0.002,
+        "lam": 0.7,
+    }
+    assert kwargs("--variant", "no-la")["lam"] == 1.0

@@ -44,7 +44,15 @@ def add_parser(subparsers, name: str = "train"):
         help="D reads the image only (no fixed high-pass residual input); see gcln_fast.commands.demo",
     )
     p.add_argument("--batch-size", type=positive_int, default=64, help="global batch size")
-    p.add_argument("--lambda", dest="lam", type=unit_interval, default=0.5, help="weight of L_P in L_G (eq. 3)")
+    p.add_argument(
+        "--variant",
+        choices=("paper", "adaptive", "finetune", "no-la"),
+        default="paper",
+        help="a named training variant (gcln_fast.gcln.presets); the flags below override its settings",
+    )
+    p.add_argument(
+        "--lambda", dest="lam", type=unit_interval, default=None, help="weight of L_P in L_G (eq. 3; default 0.5)"
+    )
     p.add_argument(
         "--adaptive",
         type=unit_interval,
@@ -69,6 +77,10 @@ def add_parser(subparsers, name: str = "train"):
 # flags whose default is train_gcln's own (None here: not passed), so the defaults live in one place
 KNOBS = {
     "adaptive_ramp": (unit_interval, "share of the G steps over which the adaptive share rises from 0"),
+    "eps_ramp": (
+        unit_interval,
+        "share of the G steps over which the attacks' radius grows from 0 (adversarial-training ramp)",
+    ),
     "mu": (nonnegative_float, "weight of the cross-entropy term L_CE of C(G(x)) (0: the paper's loss)"),
     "beta": (nonnegative_float, "weight of the TRADES term KL(C(G(x)) || C(G(x*)))"),
     "lr": (positive_float, "learning rate of G (default: train_gcln's)"),
@@ -96,7 +108,10 @@ def _add_training_knobs(p) -> None:
 
 
 def _knob_kwargs(args) -> dict:
-    kw = {k: getattr(args, k) for k in (*KNOBS, "guard_action", "adaptive") if getattr(args, k) is not None}
+    from ..gcln.presets import variant
+
+    given = (*KNOBS, "guard_action", "adaptive", "lam")
+    kw = variant(args.variant, **{k: getattr(args, k) for k in given if getattr(args, k) is not None})
     if args.finetune_classifier:
         kw["finetune_classifier"] = True
     return kw
@@ -130,7 +145,6 @@ def run(args: argparse.Namespace) -> int:
         generator_kwargs={"width": args.width, "qnt_features": args.qnt_features},
         detector_kwargs={"highpass": not args.plain_detector, "spectral_norm": not args.no_spectral_norm},
         batch_size=args.batch_size,
-        lam=args.lam,
         perceptual=args.perceptual,
         vgg_weights=args.vgg_weights,
         train_size=args.train_size,
