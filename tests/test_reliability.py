@@ -96,6 +96,18 @@ def test_seed_makes_gcln_train_reproducible(files, tmp_path, capsys):
     assert _same_weights(a["generator"], b["generator"]) and _same_weights(a["detector"], b["detector"])
 
 
+def test_gcln_train_finetune_writes_the_fine_tuned_classifier(files, tmp_path, capsys):
+    from gcln_fast.models import load_classifier
+
+    out = tmp_path / "ft"
+    code, text = cli(capsys, *train_gcln_argv(files, out, "--variant", "finetune", "--guard-size", 0))
+    assert code == 0, text
+    ck = load_checkpoint(out / "gcln.pt", kind="gcln")
+    fine_tuned = load_classifier(out / "classifier.pt")
+    assert _same_weights(fine_tuned.state_dict(), ck["classifier"])
+    assert not _same_weights(fine_tuned.state_dict(), load_classifier(files["clf"]).state_dict())
+
+
 # --------------------------------------------------------------------------- 2, 6. corrupt and wrong files
 
 

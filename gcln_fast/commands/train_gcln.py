@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from ._args import (
     checkpoint_arg,
@@ -165,4 +166,13 @@ def run(args: argparse.Namespace) -> int:
             f"acc C(G(x*)) {e['acc_recovered']:.3f} acc C(G(x)) {e['acc_clean_through_g']:.3f}"
         )
     print(f"checkpoint: {result['checkpoint']}")
+    if result["classifier"] is not classifier:  # the jointly fine-tuned C, as a classifier checkpoint of its own
+        from ..models import save_classifier
+
+        path = Path(args.out) / "classifier.pt"
+        save_classifier(
+            result["classifier"], path, arch=classifier.arch, num_classes=classifier.num_classes,
+            fine_tuned_with=str(result["checkpoint"]),
+        )  # fmt: skip
+        print(f"fine-tuned classifier: {path} (gcln eval --row 'NAME={result['checkpoint']}@{path}')")
     return 0
