@@ -30,9 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default="runs/demo", help="a `gcln demo --out` folder (classifier.pt, gcln/gcln.pt, data/)")
+    p.add_argument(
+        "--run", default="runs/demo", help="a `gcln demo --out` folder (classifier.pt, gcln/paper/gcln.pt, data/)"
+    )
     p.add_argument("--classifier", default=None, help="classifier checkpoint (default: RUN/classifier.pt)")
-    p.add_argument("--gcln", default=None, help="GCLN checkpoint (default: RUN/gcln/gcln.pt; 'none' to skip)")
+    p.add_argument("--gcln", default=None, help="GCLN checkpoint (default: RUN/gcln/paper/gcln.pt; 'none' to skip)")
     p.add_argument("--dataset", default="embedded")
     p.add_argument("--data-root", default=None, help="dataset directory (default: RUN/data)")
     p.add_argument("--n", type=int, default=100, help="test images")
@@ -53,7 +55,7 @@ def load(args):
     run = Path(args.run)
     C = load_classifier(args.classifier or run / "classifier.pt", map_location=args.device).eval()
     rows = {"No defence": nn.Identity()}
-    gcln = args.gcln or run / "gcln" / "gcln.pt"
+    gcln = args.gcln or run / "gcln" / "paper" / "gcln.pt"
     if str(gcln) != "none":
         rows["GCLN"] = load_generator(gcln, map_location=args.device).eval()
     root = args.data_root or (run / "data" if (run / "data").is_dir() else None)
