@@ -1,5 +1,6 @@
-"""Shared test helpers for the QNT op (``docs/qnt-op.md``): the backends under test, input makers,
-and parity checks of a backend against the float64 reference.
+"""The test helpers, one module: the QNT op's (``docs/qnt-op.md``: the backends under test, input
+makers, parity checks of a backend against the float64 reference), then the GCLN stand-ins and the
+toy data and models of the attack and evaluation tests (sections at the end).
 
 A backend's forward and gradients are compared with ``qnt_reference`` evaluated in float64,
 the ground truth. Tolerances come from a float32 error model, not from one loose constant:
@@ -14,11 +15,13 @@ the ground truth. Tolerances come from a float32 error model, not from one loose
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import gcln_fast
 from gcln_fast import ops
@@ -261,3 +264,241 @@ def check_compile_fullgraph(device: str, backend: str, trainable: bool, surrogat
         grads.append([p.grad.clone() for p in params])
     for got, want in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+
+
+# --------------------------------------------------------------------------- GCLN stand-ins
+# Small stand-ins for the GCLN tests: a tiny classifier, L-inf attacks and a toy dataset.
+#
+# They let tests of ``gcln_fast.gcln`` run without ``gcln_fast.models`` /
+# ``gcln_fast.attacks`` / ``gcln_fast.data`` and in seconds on two cores.
+
+
+class TinyClassifier(nn.Module):
+    def __init__(self, num_classes: int = 4):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        h = F.relu(self.c1(x - 0.5))
+        h = F.relu(self.c2(h))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def toy_data(n: int = 256, num_classes: int = 4, seed: int = 0, contrast: float = 0.3):
+    """Images whose class is the brightest colour channel plus a pattern: learnable in a few steps.
+
+    ``contrast``: how much brighter the class channel is; small values (0.05) give a classifier
+    that an 8/255 attack fools."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    x = 0.3 + 0.2 * torch.rand(n, 3, 32, 32, generator=g)
+    for i in range(n):
+        c = int(y[i]) % 3
+        x[i, c] += contrast
+        if int(y[i]) == 3:
+            x[i, :, ::4, :] = 0.9
+    return x.clamp(0, 1), y
+
+
+def trained_classifier(x, y, steps: int = 60, seed: int = 0) -> TinyClassifier:
+    torch.manual_seed(seed)
+    m = TinyClassifier(int(y.max()) + 1)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(steps):
+        idx = torch.randint(0, x.shape[0], (64,))
+        loss = F.cross_entropy(m(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m.eval()
+
+
+def fgsm(model, x, y, eps=8 / 255, **_):
+    x = x.clone().detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y)
+    (g,) = torch.autograd.grad(loss, x)
+    return (x + eps * g.sign()).clamp(0, 1).detach()
+
+
+def pgd(model, x, y, eps=8 / 255, step=2 / 255, steps=3, **_):
+    x0 = x.detach()
+    xa = (x0 + torch.empty_like(x0).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+        xa = torch.min(torch.max(xa.detach() + step * g.sign(), x0 - eps), x0 + eps).clamp(0, 1)
+    return xa.detach()
+
+
+ATTACKS = {"fgsm": fgsm, "pgd": pgd}
+MIX = ({"attack": "pgd", "eps": 8 / 255, "step": 2 / 255, "steps": 3}, {"attack": "fgsm", "eps": 8 / 255})
+
+
+# --------------------------------------------------------------------------- attack and evaluation toys
+# Tiny synthetic data and models for the attack/evaluation tests (fixed seeds, seconds on 2 CPU cores).
+#
+# Images are 3x32x32 in [0, 1] on the 8-bit grid: a smooth class template (random 4x4 pattern upsampled)
+# over a smooth random background plus pixel noise. A small CNN learns it to ~100% in a few seconds and
+# is easy to break at eps = 8/255, while random noise of the same size barely matters.
+
+
+NUM_CLASSES = 10
+
+
+def _smooth(g, n, size=4, scale=1.0):
+    z = torch.randn(n, 3, size, size, generator=g)
+    return F.interpolate(z, size=32, mode="bilinear", align_corners=False) * scale
+
+
+def make_data(n, *, seed=0, amplitude=0.1, noise=0.02):
+    g = torch.Generator().manual_seed(1234)  # templates are shared across splits
+    templates = _smooth(g, NUM_CLASSES)
+    templates = templates / templates.flatten(1).abs().amax(1)[:, None, None, None]
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    background = _smooth(g, n, size=2, scale=0.03)
+    x = 0.5 + amplitude * templates[y] + background + noise * torch.randn(n, 3, 32, 32, generator=g)
+    x = (x.clamp(0, 1) * 255).round() / 255
+    return x, y
+
+
+def small_cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 8 * 8, NUM_CLASSES),
+    )
+
+
+def train(model, x, y, *, epochs=3, batch=32, lr=3e-3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), batch):
+            idx = perm[i : i + batch]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    return model
+
+
+@functools.cache
+def trained(seed=0, n_train=600, epochs=3, n_test=128):
+    """(model, x_test, y_test): a small CNN trained on its own draw of the data (eval mode, ~95% test
+    accuracy) and ``n_test`` held-out images shared by every seed. seed 1 serves as the substitute."""
+    torch.manual_seed(seed)
+    x, y = make_data(n_train, seed=100 + seed)
+    model = train(small_cnn(seed), x, y, epochs=epochs, seed=seed)
+    xt, yt = make_data(n_test, seed=999)
+    return model, xt, yt
+
+
+def accuracy(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+# --------------------------------------------------------------------------- crafted defences
+
+
+class _ZeroGradFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.zeros_like(g)
+
+
+class ZeroGrad(nn.Module):
+    """Forward is the identity, backward returns zeros: the textbook masked gradient."""
+
+    def forward(self, x):
+        return _ZeroGradFn.apply(x)
+
+
+class Collapsed(nn.Module):
+    """A collapsed cleaning network: every image becomes the same grey image (the model ignores its input)."""
+
+    def forward(self, x):
+        return torch.full_like(x, 0.5)
+
+
+class _SurrogateFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, layer):
+        ctx.layer = layer
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        ctx.layer.seen.append(ctx.layer.surrogate)
+        # "identity" (BPDA) sees no signal here, "cubic" the true gradient, "sine" a reversed one
+        return {"identity": torch.zeros_like(g), "cubic": g, "sine": -g}[ctx.layer.surrogate], None
+
+
+class FakeSurrogateLayer(nn.Module):
+    """Stands in for a QNT layer with a settable backward ``surrogate``: the forward is the identity and
+    the backward depends on the surrogate (``seen`` records the surrogate of every backward pass)."""
+
+    def __init__(self, surrogate="sine"):
+        super().__init__()
+        self.surrogate = surrogate
+        self.seen = []
+
+    def forward(self, x):
+        return _SurrogateFn.apply(x, self)
+
+
+class FakeClamp(nn.Module):
+    """Stands in for the generator's output clamp: ``straight_through_clamp`` as on ``gcln.Generator``."""
+
+    def __init__(self):
+        super().__init__()
+        self.straight_through_clamp = False
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(self.straight_through_clamp)
+        return x
+
+
+class LateReversal(nn.Module):
+    """Honest gradients for the first ``k`` backward passes of an attack, reversed afterwards (the
+    count restarts at every no-grad forward, i.e. every evaluation): long attacks undo themselves."""
+
+    def __init__(self, k=10):
+        super().__init__()
+        self.k, self.calls = k, 0
+        module = self
+
+        class Fn(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x.clone()
+
+            @staticmethod
+            def backward(ctx, g):
+                module.calls += 1
+                return g if module.calls <= module.k else -g
+
+        self.fn = Fn
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            self.calls = 0
+        return self.fn.apply(x)

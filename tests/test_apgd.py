@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _attack_toys as T
 import pytest
 import torch
 from torch import nn
@@ -10,6 +9,8 @@ from torch import nn
 from gcln_fast import QuantizedDCT
 from gcln_fast.attacks import AttackSettings, apgd, apgd_t, checkpoints, craft, dlr_loss, dlr_targeted_loss
 from gcln_fast.attacks._common import linf_start
+
+import helpers as T
 
 EPS = 8 / 255
 

@@ -4,7 +4,6 @@ the adaptive backward switches, agrees with torchattacks, and rejects bad argume
 
 from __future__ import annotations
 
-import _attack_toys as T
 import pytest
 import torch
 from torch import nn
@@ -24,6 +23,8 @@ from gcln_fast.attacks import (
     pgd,
     square,
 )
+
+import helpers as T
 
 EPS = 8 / 255
 FAST = AttackSettings(

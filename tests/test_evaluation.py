@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import _attack_toys as T
 import pytest
 import torch
 from torch import nn
@@ -35,6 +34,8 @@ from gcln_fast.evaluation import (
     write_report,
 )
 from gcln_fast.evaluation import runner as evaluation_runner
+
+import helpers as T
 
 # --------------------------------------------------------------------------- crafted defences
 

@@ -7,11 +7,12 @@ import warnings
 
 import pytest
 import torch
-from gcln_standins import ATTACKS, MIX, pgd, toy_data, trained_classifier
 from torch import nn
 
 from gcln_fast.gcln import Detector, Generator, PerceptualLoss, load_generator, train_gcln
 from gcln_fast.gcln.buffer import CleanBuffer, update_clean_buffer
+
+from helpers import ATTACKS, MIX, pgd, toy_data, trained_classifier
 
 SMALL_G = {"width": 8, "blocks": 1}
 

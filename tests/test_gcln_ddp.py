@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from gcln_standins import ATTACKS, MIX, toy_data, trained_classifier
 
 from gcln_fast.gcln import train_gcln
+
+from helpers import ATTACKS, MIX, toy_data, trained_classifier
 
 N, BATCH = 128, 32
 

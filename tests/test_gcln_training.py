@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from gcln_standins import ATTACKS, MIX, toy_data, trained_classifier
 from torch import nn
 
 from gcln_fast import qnt
@@ -18,6 +17,8 @@ from gcln_fast.gcln.crafting import (
     scale_mix,
 )
 from gcln_fast.gcln.train import load_gcln_classifier
+
+from helpers import ATTACKS, MIX, toy_data, trained_classifier
 
 SMALL = dict(
     detector_epochs=0,

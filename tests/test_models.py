@@ -94,7 +94,7 @@ def test_resnet20_is_the_cifar_resnet_with_option_a_shortcuts():
 
 
 def test_resnet20_learns_a_tiny_task():
-    from gcln_standins import toy_data
+    from helpers import toy_data
 
     torch.manual_seed(0)
     x, y = toy_data(64)
