@@ -207,29 +207,5 @@ GCLN_HD T lsq_residual(T z, T inv_step) {
   return round_tie<T, A>(t) - t;
 }
 
-// A whole 8x8 block in scalar code, b[row][col]: b <- D b D^T (columns, then rows).
-template <typename T, typename A = BlockArith<T>>
-GCLN_HD void fdct8x8(T b[8][8]) {
-  for (int c = 0; c < 8; ++c) {
-    T col[8];
-    for (int r = 0; r < 8; ++r) col[r] = b[r][c];
-    fdct8<T, A>(col);
-    for (int r = 0; r < 8; ++r) b[r][c] = col[r];
-  }
-  for (int r = 0; r < 8; ++r) fdct8<T, A>(b[r]);
-}
-
-// b <- D^T b D.
-template <typename T, typename A = BlockArith<T>>
-GCLN_HD void idct8x8(T b[8][8]) {
-  for (int r = 0; r < 8; ++r) idct8<T, A>(b[r]);
-  for (int c = 0; c < 8; ++c) {
-    T col[8];
-    for (int r = 0; r < 8; ++r) col[r] = b[r][c];
-    idct8<T, A>(col);
-    for (int r = 0; r < 8; ++r) b[r][c] = col[r];
-  }
-}
-
 }  // namespace block
 }  // namespace gcln_fast

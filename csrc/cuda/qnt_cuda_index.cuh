@@ -17,9 +17,9 @@
 // the blocks so that a warp's groups interleave channels instead). The column pass of the DCT runs in registers; one
 // transpose through shared memory (per group, synchronised with __syncwarp)
 // turns columns into rows for the row pass and quantization, and a second one
-// turns them back for the inverse column pass and the store. That is the order
-// of block::fdct8x8 (columns, then rows) and block::idct8x8 (rows, then
-// columns), so a thread runs exactly the scalar helper's arithmetic.
+// turns them back for the inverse column pass and the store: the forward DCT
+// runs columns then rows and the inverse rows then columns, each 8-point pass
+// being block::fdct8 / block::idct8, the CPU kernel's arithmetic.
 #pragma once
 
 #include <cmath>
