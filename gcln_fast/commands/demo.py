@@ -28,11 +28,10 @@ from pathlib import Path
 from ._args import positive_int, prepare_run
 from ._phases import Timer, pct
 
-# "full" (default) is sized for about 13 minutes on an idle 2-core CPU (the whole demo; the README
-# says what a run measured); "full-robust" trains every variant twice as long (6 epochs on 4,096
-# images: measured 1,280 s for the four variants and 405 s of PGD-AT on this project's 2-core machine,
-# docs/experiments-gcln.md, E13) and evaluates with the standard suite; "fast" is a smoke run whose
-# numbers mean nothing.
+# "full" (default): 846 s on this project's idle 2-core machine (README, "The demo's table").
+# "full-robust" trains every variant twice as long (6 epochs on 4,096 images: measured 1,280 s for
+# the four variants and 405 s of PGD-AT, docs/experiments-gcln.md, E13) and evaluates with the
+# standard suite. "fast" is a smoke run whose numbers mean nothing.
 _COMMON = dict(
     clf_epochs=4,
     sub_epochs=2,
@@ -78,7 +77,9 @@ def add_parser(subparsers, name: str = "demo"):
     prof = p.add_mutually_exclusive_group()
     prof.add_argument("--fast", action="store_true", help="a much smaller smoke run (numbers not meaningful)")
     prof.add_argument(
-        "--full-robust", action="store_true", help="longer training and the strong attack suite (about 1 h, estimate)"
+        "--full-robust",
+        action="store_true",
+        help="longer training, four variants and the standard suite (1 to 1.5 h on 2 cores: an estimate from measured phases)",
     )
     p.add_argument(
         "--threads",
