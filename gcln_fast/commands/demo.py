@@ -53,7 +53,7 @@ PROFILES = {
         gcln_epochs=6, variants=("paper", "finetune", "adaptive", "no-la"), suite="standard", sanity_subset=32,
     ),
     "fast": dict(
-        _COMMON, train_size=4000, test_size=300, eval_n=48, clf_epochs=3, sub_epochs=1, gcln_train=512, guard_size=64,
+        _COMMON, train_size=4000, test_size=300, eval_n=48, clf_epochs=8, sub_epochs=1, gcln_train=512, guard_size=64,
         gcln_epochs=1, g_width=8, variants=("paper", "finetune"), suite="quick", sanity_subset=16, plot_n=16,
         paper_figures=False,
     ),
