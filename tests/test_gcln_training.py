@@ -210,3 +210,11 @@ def test_gcln_train_variant_flag_applies_the_preset_and_flags_override_it(tmp_pa
         "lam": 0.7,
     }
     assert kwargs("--variant", "no-la")["lam"] == 1.0
+
+
+def test_detector_rate_follows_g_unless_set():
+    from gcln_fast.gcln import GCLNSettings
+
+    assert GCLNSettings().replace(lr=0.01).d_rate == 0.01  # lr_d defaults to G's rate, also after replace
+    assert GCLNSettings(lr_d=0.003).replace(lr=0.01).d_rate == 0.003
+    assert GCLNSettings(lr=0.002).recorded(10, 1)["lr_d"] == 0.002

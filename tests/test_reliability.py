@@ -159,7 +159,8 @@ def test_a_wrong_gcln_file_is_named(files, tmp_path, capsys, bad):
 def test_nan_loss_stops_gcln_train_with_the_step_and_keeps_the_last_checkpoint(files, tmp_path, capsys):
     code, err = cli(capsys, *train_gcln_argv(files, tmp_path, classifier=files["nan"]))
     assert code == 1
-    assert "training stopped: loss_g = nan at step 3 (epoch 1)" in err  # steps 1-2: D alone (phase 1)
+    # 64 images, 8 held out for the divergence guard, batch 32: step 1 is D alone (phase 1), step 2 G's first
+    assert "training stopped: loss_g = nan at step 2 (phase 2, epoch 1)" in err
     assert f"The last good checkpoint, {tmp_path / 'gcln.pt'}" in err
     ck = load_checkpoint(tmp_path / "gcln.pt", kind="gcln")
     assert ck["detector_epochs_done"] == 1 and ck["epoch"] == 0
@@ -211,16 +212,16 @@ def test_train_classifier_resume_with_other_settings(files, tmp_path, capsys):
 def test_gcln_train_resume_with_other_settings(files, tmp_path, capsys):
     argv = train_gcln_argv(files, tmp_path, "--detector-epochs", 0)
     assert cli(capsys, *argv)[0] == 0
-    code, err = cli(capsys, *argv, "--resume", "--epochs", 2, "--lr", "0.001", "--seed", 4)
+    code, err = cli(capsys, *argv, "--resume", "--epochs", 2, "--lr", "0.0005", "--seed", 4)
     assert (
-        code == 1 and "train.lr was 0.002, now 0.001; train.lr_d was 0.002, now 0.001; train.seed was 0, now 4" in err
+        code == 1 and "train.lr was 0.001, now 0.0005; train.lr_d was 0.001, now 0.0005; train.seed was 0, now 4" in err
     )
     code, err = cli(capsys, *argv, "--resume", "--width", 4, "--force")
     assert code == 1 and "generator.width was 8, now 4" in err and "even with --force" in err
-    assert cli(capsys, *argv, "--resume", "--epochs", 2, "--lr", "0.001", "--force")[0] == 0
+    assert cli(capsys, *argv, "--resume", "--epochs", 2, "--lr", "0.0005", "--force")[0] == 0
     ck = load_checkpoint(tmp_path / "gcln.pt", kind="gcln")
-    assert ck["epoch"] == 2 and ck["opt_g"]["param_groups"][0]["lr"] == 0.001
-    assert ck["config"]["resume_history"][0]["changed"] == {"train.lr": [0.002, 0.001], "train.lr_d": [0.002, 0.001]}
+    assert ck["epoch"] == 2 and ck["opt_g"]["param_groups"][0]["lr"] == 0.0005
+    assert ck["config"]["resume_history"][0]["changed"] == {"train.lr": [0.001, 0.0005], "train.lr_d": [0.001, 0.0005]}
 
 
 # --------------------------------------------------------------------------- 5. bad flags

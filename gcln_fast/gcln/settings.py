@@ -87,10 +87,8 @@ class GCLNSettings:
     def __post_init__(self):
         object.__setattr__(self, "adaptive", float(self.adaptive))
         object.__setattr__(self, "attack_mix", tuple(dict(m) for m in self.attack_mix))
-        if self.lr_d is None:
-            object.__setattr__(self, "lr_d", self.lr)
         for name in ("lr", "lr_d", "lr_c"):
-            if not getattr(self, name) > 0:
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("lam", "eps_ramp", "adaptive", "adaptive_ramp", "adv_warmup", "buffer_fraction", "guard_margin"):
             if not 0 <= getattr(self, name) <= 1:
@@ -109,6 +107,12 @@ class GCLNSettings:
             raise TypeError(f"unknown GCLN setting(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes)
 
+    @property
+    def d_rate(self) -> float:
+        """D's learning rate: ``lr_d``, or G's ``lr`` when ``lr_d`` is None (resolved here, so that a
+        ``replace(lr=...)`` moves it too)."""
+        return self.lr if self.lr_d is None else self.lr_d
+
     def generator_config(self) -> dict:
         return {"q": float(self.q), "trainable_q": bool(self.trainable_q), **(self.generator_kwargs or {})}
 
@@ -125,5 +129,6 @@ class GCLNSettings:
         )  # fmt: skip
         rec = {k: getattr(self, k) for k in keep}
         rec["attack_mix"] = [dict(m) for m in self.attack_mix]
+        rec["lr_d"] = self.d_rate
         rec.update(train_size=int(n_train), world_size=int(world))
         return rec

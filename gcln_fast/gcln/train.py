@@ -533,6 +533,7 @@ def _run_settings(st: GCLNSettings, n_train: int, world: int) -> dict:
     if st.guard_size is None:  # default: on, with up to 256 held-out images
         st = st.replace(guard_size=min(256, n_train // 8))
     s = {f.name: getattr(st, f.name) for f in dataclasses.fields(st)}
+    s["lr_d"] = st.d_rate
     s.update(generator=st.generator_config(), detector=st.detector_config(), train=st.recorded(n_train, world))
     s["guard"] = {"margin": st.guard_margin, "action": st.guard_action, "max_backoffs": st.guard_backoffs}
     s["guard"]["factor"] = 0.5
