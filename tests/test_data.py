@@ -122,6 +122,46 @@ def test_folder_dataset(tmp_path):
     assert len(get_dataset("folder", "train", root=tmp_path, size=3)) == 3
 
 
+def _class_sorted_folder(root, per_class=6):
+    from PIL import Image
+
+    for c, cls in enumerate(("a", "b")):
+        (root / "test" / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (32, 32), (100 * c, 10 * i, 0)).save(root / "test" / cls / f"{i}.png")
+
+
+def test_folder_subset_is_a_seeded_draw_not_the_first_class(tmp_path):
+    # an ImageFolder lists class "a" first: its first 6 items are all label 0
+    _class_sorted_folder(tmp_path)
+    _, y = as_tensors(get_dataset("folder", "test", root=tmp_path, size=6, seed=0))
+    assert set(y.tolist()) == {0, 1}
+    _, y1 = as_tensors(get_dataset("folder", "test", root=tmp_path, size=6, seed=0))
+    assert torch.equal(y, y1)
+
+
+def test_eval_cli_draws_folder_images_across_classes(tmp_path, monkeypatch):
+    import gcln_fast.evaluation as evaluation_mod
+    from gcln_fast import models as models_mod
+    from gcln_fast.commands.main import main
+
+    _class_sorted_folder(tmp_path)
+    models_mod.save_classifier(
+        models_mod.build_classifier("small_cnn", 2), tmp_path / "c.pt", arch="small_cnn", num_classes=2
+    )
+    seen = {}
+
+    def fake_evaluate(defences, classifier, substitute, X, Y, **kw):
+        seen["y"] = Y.tolist()
+        raise SystemExit(0)
+
+    monkeypatch.setattr(evaluation_mod, "evaluate", fake_evaluate)
+    argv = ["eval", "--classifier", str(tmp_path / "c.pt"), "--dataset", "folder", "--data-root", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        main([*argv, "--split", "test", "--n", "6", "--out", str(tmp_path / "o"), "--no-progress"])
+    assert len(seen["y"]) == 6 and set(seen["y"]) == {0, 1}
+
+
 def test_cifar_from_local_files(tmp_path, monkeypatch):
     """A fake local CIFAR-10 in torchvision's pickle layout loads without downloading."""
     import pickle

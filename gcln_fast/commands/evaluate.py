@@ -212,7 +212,10 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     suite = suite_from_args(args)
     t0 = time.perf_counter()
-    X, Y = as_tensors(get_dataset(args.dataset, args.split, root=args.data_root, seed=args.seed), limit=args.n)
+    # an image folder is ordered by class: its first --n images would be one class, so draw them (seeded)
+    size = args.n if args.dataset == "folder" else None
+    ds = get_dataset(args.dataset, args.split, root=args.data_root, seed=args.seed, size=size)
+    X, Y = as_tensors(ds, limit=args.n)
     classifier = load_classifier(args.classifier, map_location=args.device)
     substitute = load_classifier(args.substitute, map_location=args.device) if args.substitute else None
     defences = build_defences(args)

@@ -133,8 +133,10 @@ def get_dataset(
     name: ``"embedded"`` (rendered house numbers; ``size`` images, default 20000 train /
     2000 test, generated from ``seed`` and cached under ``root``), ``"cifar10"``,
     ``"svhn"`` (torchvision files under ``root``; fetched only with ``download=True``),
-    ``"folder"`` (``root/<split>/<class>/*``). For the non-embedded sets ``size`` keeps
-    the first ``size`` items and ``seed`` is unused. ``root`` defaults to :func:`default_root`.
+    ``"folder"`` (``root/<split>/<class>/*``). For cifar10 and svhn ``size`` keeps the first
+    ``size`` items and ``seed`` is unused; an image folder is ordered by class, so there ``size``
+    keeps a random subset drawn with ``seed`` (its first items would all be one class).
+    ``root`` defaults to :func:`default_root`.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -155,7 +157,8 @@ def get_dataset(
         if isinstance(ds, ArrayDataset):
             ds = ArrayDataset(ds.images[:size], ds.labels[:size], name=ds.name, split=split, classes=ds.classes)
         else:
-            sub = Subset(ds, range(size))
+            keep = np.random.default_rng(seed).permutation(len(ds))[:size].tolist()
+            sub = Subset(ds, keep)
             sub.name, sub.allows_hflip, sub.classes = ds.name, ds.allows_hflip, ds.classes
             ds = sub
     return ds
