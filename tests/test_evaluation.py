@@ -578,7 +578,8 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     argv = ["eval", "--classifier", str(tmp_path / "clf.pt"), "--substitute", str(tmp_path / "sub.pt")]
     argv += ["--dataset", "embedded", "--data-root", str(tmp_path / "data"), "--n", "8", "--batch-size", "8"]
-    argv += ["--gcln", str(tmp_path / "g.pt"), "--qnt-steps", "10", "--row", f"own=none@{tmp_path / 'sub.pt'}"]
+    argv += ["--gcln", str(tmp_path / "g.pt"), "--gcln", str(tmp_path / "paper" / "gcln.pt"), "--qnt-steps", "10"]
+    argv += ["--row", f"own=none@{tmp_path / 'sub.pt'}"]
     argv += ["--jpeg", "50"]
     argv += ["--row", f"GCLN + C=g2.pt@{tmp_path / 'clf.pt'}", "--out", str(out), "--seed", "1"]
     argv += ["--suite", "quick", "--steps", "2", "--apgd-steps", "2", "--square-queries", "3"]
@@ -586,9 +587,9 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     argv += ["--iter-sweep", "1", "2", "--eps-sweep", "8", "64", "--sanity-subset", "4"]
     argv += ["--eps-curve", "4", "8", "--eps-curve-subset", "4", "--threads", "2", "--no-progress"]
     assert main(argv) == 0
-    assert loaded == [str(tmp_path / "g.pt"), "g2.pt"]
+    assert loaded == [str(tmp_path / "g.pt"), str(tmp_path / "paper" / "gcln.pt"), "g2.pt"]
     table = json.loads((out / "results.json").read_text())
-    assert list(table["rows"]) == ["No defence", "QNT q=10", "JPEG Q50", "GCLN g", "own", "GCLN + C"]
+    assert list(table["rows"]) == ["No defence", "QNT q=10", "JPEG Q50", "GCLN g", "GCLN paper", "own", "GCLN + C"]
     assert table["rows"]["own"]["classifier"] == "classifier of 'own'"
     assert table["rows"]["GCLN + C"]["classifier"] == "classifier of 'GCLN + C'"  # a separately loaded copy
     meta = table["meta"]

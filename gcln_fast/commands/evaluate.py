@@ -40,7 +40,11 @@ def add_parser(subparsers, name: str = "eval"):
     p.add_argument("--n", type=positive_int, default=1000, help="number of test images")
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument(
-        "--gcln", action="append", default=[], metavar="PATH", help="GCLN checkpoint (repeat for several rows)"
+        "--gcln",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="GCLN checkpoint (repeat for several rows); the row is named GCLN <file stem>, or GCLN <folder> for a run's OUT/gcln.pt",
     )
     p.add_argument(
         "--qnt-steps",
@@ -147,7 +151,8 @@ def build_defences(args) -> dict:
     for quality in args.jpeg:
         defences[f"JPEG Q{quality:g}"] = _defence(f"jpeg:{quality}", args.device)
     for path in args.gcln:
-        name = f"GCLN {Path(path).stem}"
+        p = Path(path)  # `gcln train` always writes OUT/gcln.pt: then the run's folder names the row
+        name = f"GCLN {p.parent.name if p.stem == 'gcln' and p.parent.name else p.stem}"
         defences[f"GCLN {path}" if name in defences else name] = _defence(path, args.device)
     for spec in args.row:
         name, sep, rest = spec.partition("=")
