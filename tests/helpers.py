@@ -414,21 +414,24 @@ def accuracy(model, x, y):
 # --------------------------------------------------------------------------- crafted defences
 
 
-class _ZeroGradFn(torch.autograd.Function):
+class _IdentityWithBackward(torch.autograd.Function):
+    """Forward is the identity; the backward is ``backward(grad)``: every crafted gradient below."""
+
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, backward):
+        ctx.backward_fn = backward
         return x.clone()
 
     @staticmethod
     def backward(ctx, g):
-        return torch.zeros_like(g)
+        return ctx.backward_fn(g), None
 
 
 class ZeroGrad(nn.Module):
     """Forward is the identity, backward returns zeros: the textbook masked gradient."""
 
     def forward(self, x):
-        return _ZeroGradFn.apply(x)
+        return _IdentityWithBackward.apply(x, torch.zeros_like)
 
 
 class Collapsed(nn.Module):
@@ -436,19 +439,6 @@ class Collapsed(nn.Module):
 
     def forward(self, x):
         return torch.full_like(x, 0.5)
-
-
-class _SurrogateFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, layer):
-        ctx.layer = layer
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        ctx.layer.seen.append(ctx.layer.surrogate)
-        # "identity" (BPDA) sees no signal here, "cubic" the true gradient, "sine" a reversed one
-        return {"identity": torch.zeros_like(g), "cubic": g, "sine": -g}[ctx.layer.surrogate], None
 
 
 class FakeSurrogateLayer(nn.Module):
@@ -461,7 +451,12 @@ class FakeSurrogateLayer(nn.Module):
         self.seen = []
 
     def forward(self, x):
-        return _SurrogateFn.apply(x, self)
+        return _IdentityWithBackward.apply(x, self._backward)
+
+    def _backward(self, g):
+        self.seen.append(self.surrogate)
+        # "identity" (BPDA) sees no signal here, "cubic" the true gradient, "sine" a reversed one
+        return {"identity": torch.zeros_like(g), "cubic": g, "sine": -g}[self.surrogate]
 
 
 class FakeClamp(nn.Module):
@@ -484,21 +479,12 @@ class LateReversal(nn.Module):
     def __init__(self, k=10):
         super().__init__()
         self.k, self.calls = k, 0
-        module = self
-
-        class Fn(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, x):
-                return x.clone()
-
-            @staticmethod
-            def backward(ctx, g):
-                module.calls += 1
-                return g if module.calls <= module.k else -g
-
-        self.fn = Fn
 
     def forward(self, x):
         if not torch.is_grad_enabled():
             self.calls = 0
-        return self.fn.apply(x)
+        return _IdentityWithBackward.apply(x, self._backward)
+
+    def _backward(self, g):
+        self.calls += 1
+        return g if self.calls <= self.k else -g
