@@ -109,6 +109,15 @@ def test_attack_mix_around_centres_on_the_evaluation_budget():
     assert sorted(m["eps"] for m in mix if m["attack"] == "pgd") == pytest.approx([4 / 255, 8 / 255, 12 / 255])
     with pytest.raises(ValueError, match="eps"):
         attack_mix_around(0.0)
+    # PGD adversarial training's attack alone: the demo's mix for the adaptive variants
+    from gcln_fast.commands.demo import DEMO_ROBUST_MIX, EVAL_EPS
+
+    alone = attack_mix_around(EVAL_EPS, steps=5, spread=(1.0,), fgsm=False)
+    assert alone == ({"attack": "pgd", "eps": EVAL_EPS, "step": EVAL_EPS / 4, "steps": 5},)
+    assert len(DEMO_ROBUST_MIX) == 1 and DEMO_ROBUST_MIX[0].keys() == alone[0].keys()
+    assert {k: DEMO_ROBUST_MIX[0][k] for k in ("eps", "step", "steps")} == pytest.approx(
+        {k: alone[0][k] for k in ("eps", "step", "steps")}
+    )
 
 
 def test_ce_term_moves_g(toy, tmp_path):
@@ -137,6 +146,30 @@ def test_finetune_classifier_trains_a_copy_and_checkpoints_it(toy, tmp_path):
         train_gcln(C, (x, y), out_dir=tmp_path, epochs=2, resume=True, mu=1.0, **SMALL)
     with pytest.raises(ValueError, match="mu > 0 or beta > 0"):
         train_gcln(C, (x, y), out_dir=tmp_path / "x", epochs=1, finetune_classifier=True, **SMALL)
+
+
+def test_clean_pass_off_trains_g_on_the_attacked_images_alone(toy, tmp_path, monkeypatch):
+    x, y, C = toy
+    trained_on = []  # batch sizes G is trained on (its parameters need gradients; not the attacker's view)
+    forward = Generator.forward
+
+    def spy(self, inp):
+        if any(p.requires_grad for p in self.parameters()) and torch.is_grad_enabled():
+            trained_on.append(inp.shape[0])
+        return forward(self, inp)
+
+    monkeypatch.setattr(Generator, "forward", spy)
+    kw = dict(out_dir=tmp_path / "on", epochs=1, finetune_classifier=True, mu=1.0, adaptive=1.0, **SMALL)
+    both = train_gcln(C, (x, y), **kw)
+    assert set(trained_on) == {2 * SMALL["batch_size"]}  # [x*, x] by default
+    trained_on.clear()
+    alone = train_gcln(C, (x, y), **{**kw, "out_dir": tmp_path / "off", "clean_pass": False})
+    assert set(trained_on) == {SMALL["batch_size"]}
+    steps = [s for s in alone["history"]["steps"] if s["phase"] == 2]
+    assert all(s["loss_kl"] == 0 and s["loss_ce"] > 0 for s in steps)
+    assert not torch.equal(_params(both["generator"]), _params(alone["generator"]))
+    with pytest.raises(ValueError, match="clean_pass"):
+        train_gcln(C, (x, y), out_dir=tmp_path / "x", epochs=1, beta=1.0, clean_pass=False, **SMALL)
 
 
 def test_guard_stops_a_diverging_generator_visibly(toy, tmp_path, capfd):
@@ -210,6 +243,9 @@ def test_gcln_train_variant_flag_applies_the_preset_and_flags_override_it(tmp_pa
         "lam": 0.7,
     }
     assert kwargs("--variant", "no-la")["lam"] == 1.0
+    assert VARIANTS["finetune"]["clean_pass"] is False
+    assert kwargs("--variant", "finetune", "--clean-pass")["clean_pass"] is True
+    assert kwargs("--no-clean-pass")["clean_pass"] is False
 
 
 def test_detector_rate_follows_g_unless_set():

@@ -102,6 +102,10 @@ def _add_training_knobs(p) -> None:
         "--guard-action", choices=("backoff", "stop", "warn"), default=None, help="what a tripped guard does"
     )
     p.add_argument("--finetune-classifier", action="store_true", help="fine-tune a copy of C jointly (needs --mu)")
+    p.add_argument(
+        "--clean-pass", action=argparse.BooleanOptionalAction, default=None,
+        help="train G (and C) also on the clean images of each batch (default: the variant's)",
+    )  # fmt: skip
     p.add_argument("--no-spectral-norm", action="store_true", help="D without spectral normalisation")
     p.add_argument(
         "--perceptual", choices=("auto", "vgg19", "classifier", "pixel"), default="auto", help="L_P's feature network"
@@ -111,7 +115,7 @@ def _add_training_knobs(p) -> None:
 def _knob_kwargs(args) -> dict:
     from ..gcln.presets import variant
 
-    given = (*KNOBS, "guard_action", "adaptive", "lam")
+    given = (*KNOBS, "guard_action", "adaptive", "lam", "clean_pass")
     kw = variant(args.variant, **{k: getattr(args, k) for k in given if getattr(args, k) is not None})
     if args.finetune_classifier:
         kw["finetune_classifier"] = True

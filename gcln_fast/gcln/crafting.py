@@ -23,13 +23,15 @@ DEFAULT_ATTACK_MIX = (
 )
 
 
-def attack_mix_around(eps: float, *, steps: int = 7, spread=(1.0, 1.5, 0.5)) -> tuple[dict, ...]:
+def attack_mix_around(eps: float, *, steps: int = 7, spread=(1.0, 1.5, 0.5), fgsm: bool = True) -> tuple[dict, ...]:
     """A training mix around an evaluation budget ``eps``: PGD at ``eps`` times each factor of
-    ``spread`` (step a quarter of its eps, ``steps`` iterations) and FGSM at the largest eps."""
+    ``spread`` (step a quarter of its eps, ``steps`` iterations) and FGSM at the largest eps.
+    ``spread=(1.0,), fgsm=False`` is PGD adversarial training's attack alone (Madry et al.)."""
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     mix = [{"attack": "pgd", "eps": f * eps, "step": f * eps / 4, "steps": int(steps)} for f in spread]
-    mix.append({"attack": "fgsm", "eps": max(spread) * eps})
+    if fgsm:
+        mix.append({"attack": "fgsm", "eps": max(spread) * eps})
     return tuple(mix)
 
 

@@ -36,6 +36,9 @@ class GCLNSettings:
         adaptive, adaptive_ramp: share of each batch crafted through the current G and C (True = 1),
             and the share of the G steps over which it rises from 0 (oblivious) to ``adaptive``.
         finetune_classifier: train a copy of C jointly on ``mu L_CE + beta L_KL`` (one must be > 0).
+        clean_pass: G (and C) also train on the clean images of each batch (step 2 of the module
+            docstring); False trains on ``G(x*)`` alone, as PGD adversarial training trains on ``x*``
+            alone (a cheaper step; ``beta`` needs the clean pass).
         clean_buffer_size, buffer_fraction: the paper's on-the-fly clean set and its share of D's
             clean batch (0 by default: measured, D's clean class then holds no G outputs and D learns).
         guard_size: held-out training images of the divergence guard (None: ``min(256, n // 8)``;
@@ -67,6 +70,7 @@ class GCLNSettings:
     adaptive: float = 0.0
     adaptive_ramp: float = 0.0
     finetune_classifier: bool = False
+    clean_pass: bool = True
     lr_c: float = 1e-3
     clean_buffer_size: int = 1024
     buffer_fraction: float = 0.0
@@ -98,6 +102,8 @@ class GCLNSettings:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.finetune_classifier and not (self.mu > 0 or self.beta > 0):
             raise ValueError("finetune_classifier trains C on mu * L_CE + beta * L_KL: set mu > 0 or beta > 0")
+        if self.beta > 0 and not self.clean_pass:
+            raise ValueError("beta (the TRADES term KL(C(G(x)) || C(G(x*)))) needs clean_pass=True")
         if self.guard_action not in GUARD_ACTIONS:
             raise ValueError(f"guard_action must be one of {GUARD_ACTIONS}, got {self.guard_action!r}")
 
@@ -123,7 +129,7 @@ class GCLNSettings:
         """The training settings as stored in checkpoints and history (plain values)."""
         keep = (
             "epochs", "detector_epochs", "batch_size", "lr", "lr_d", "lam", "adv_warmup", "mu", "beta",
-            "pixel_weight", "grad_clip", "attack_mix", "eps_ramp", "adaptive", "adaptive_ramp", "finetune_classifier", "lr_c",
+            "pixel_weight", "grad_clip", "attack_mix", "eps_ramp", "adaptive", "adaptive_ramp", "finetune_classifier", "clean_pass", "lr_c",
             "clean_buffer_size", "buffer_fraction", "guard_size", "guard_margin", "guard_action", "guard_backoffs",
             "seed",
         )  # fmt: skip

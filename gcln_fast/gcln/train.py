@@ -10,7 +10,8 @@ Phase 2 (``epochs``), per batch of clean images ``x_o`` with labels ``y``:
    upwards, through the current G and C (BPDA: the QNT layer's backward is straight-through).
 2. G runs once on ``[x*, x_o]``: G also sees the clean images and is asked to return them
    unchanged in feature space (not in the paper: it keeps clean accuracy; a deployed G cannot
-   know whether its input was attacked).
+   know whether its input was attacked). ``clean_pass=False``: on ``x*`` alone (the terms below
+   then have no clean half).
 3. D step (the max of eq. 6): clean images (``x_o`` plus a ``buffer_fraction`` of samples of the
    on-the-fly clean set Omega^o) -> 0, ``G(x*)`` -> 1.
 4. G step (the min): ``L_G = lam L_P + w_A L_A + mu L_CE + beta L_KL`` where ``L_P`` is the
@@ -354,18 +355,20 @@ class _Run:
     # ---------------------------------------------------------------- phase 2: G vs D
     def generator_terms(self, out, x, y, n):
         """The terms of L_G (tensors) and C's logits on ``out`` when they were computed with gradient."""
+        target, labels = (x, y) if out.shape[0] == n else (torch.cat([x, x]), torch.cat([y, y]))
         with frozen(self.D), self.autocast():
-            loss_p = self.perceptual(out, torch.cat([x, x])).float()
+            loss_p = self.perceptual(out, target).float()
             logits_d = self.D(out[:n]).float()  # the unwrapped D: no DDP reduction for G's step
         terms = {"loss_p": loss_p, "loss_a": adversarial_loss(logits_d)}
         logits_c = None
         if self.s["mu"] > 0 or self.s["beta"] > 0 or self.opt_c is not None:
             with self.autocast():
                 logits_c = self.Cw(out).float()
-            terms["loss_ce"] = F.cross_entropy(logits_c, torch.cat([y, y]))
-            terms["loss_kl"] = F.kl_div(
-                F.log_softmax(logits_c[:n], 1), F.softmax(logits_c[n:], 1), reduction="batchmean"
-            )
+            terms["loss_ce"] = F.cross_entropy(logits_c, labels)
+            if out.shape[0] > n:  # the TRADES term needs the clean half
+                terms["loss_kl"] = F.kl_div(
+                    F.log_softmax(logits_c[:n], 1), F.softmax(logits_c[n:], 1), reduction="batchmean"
+                )
         return terms, logits_d, logits_c
 
     def weights(self) -> dict:
@@ -393,7 +396,7 @@ class _Run:
         mix = scale_mix(s["attack_mix"], radius)
         x_adv, _ = craft_batch(self.Ct, self.G, x, y, mix, self.fns, self.gen, frac)
         with self.autocast():
-            out = self.Gw(torch.cat([x_adv, x])).float()
+            out = self.Gw(torch.cat([x_adv, x]) if s["clean_pass"] else x_adv).float()
         extra = self.buffer.sample(int(round(s["buffer_fraction"] * n)), self.gen)
         real = x if extra is None else torch.cat([x, extra.to(self.device, memory_format=self.mf)])
         d = _detector_step(self.Dw, self.opt_d, real, out[:n].detach(), self.autocast)
@@ -402,6 +405,9 @@ class _Run:
         loss_g = self.update_g(terms, w)
         with torch.no_grad():
             pred = (logits_c.detach() if logits_c is not None else self.Ct(out.detach())).argmax(1)
+            if not s["clean_pass"]:  # the clean-accuracy metric still needs C(G(x)): forward only
+                with self.autocast():
+                    pred = torch.cat([pred, self.Ct(self.G(x)).argmax(1)])
             correct = pred[:n] == y
             self.buffer.add(out[:n].detach(), correct)
             metrics = [correct.float().mean(), (pred[n:] == y).float().mean()]
