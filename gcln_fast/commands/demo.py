@@ -28,7 +28,7 @@ from pathlib import Path
 from ._args import positive_int, prepare_run
 from ._phases import Timer, pct
 
-# "full" (default): 846 s on this project's idle 2-core machine (README, "The demo's table").
+# "full" (default): 582 s on this project's 2-core machine (README, "The demo's table").
 # "full-robust" trains every variant at the sizes of E18 (docs/experiments-gcln.md: G width 8,
 # 3 epochs on 15,616 images, 720 G steps) and evaluates with the standard suite; its time is in the
 # README ("--full-robust"). "fast" is a smoke run whose numbers mean nothing.
