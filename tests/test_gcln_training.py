@@ -109,15 +109,15 @@ def test_attack_mix_around_centres_on_the_evaluation_budget():
     assert sorted(m["eps"] for m in mix if m["attack"] == "pgd") == pytest.approx([4 / 255, 8 / 255, 12 / 255])
     with pytest.raises(ValueError, match="eps"):
         attack_mix_around(0.0)
-    # PGD adversarial training's attack alone: the demo's mix for the adaptive variants
-    from gcln_fast.commands.demo import DEMO_ROBUST_MIX, EVAL_EPS
+    # PGD adversarial training's attack alone: what the adaptive variants train on
+    from gcln_fast.gcln.presets import training_attacks
 
-    alone = attack_mix_around(EVAL_EPS, steps=5, spread=(1.0,), fgsm=False)
-    assert alone == ({"attack": "pgd", "eps": EVAL_EPS, "step": EVAL_EPS / 4, "steps": 5},)
-    assert len(DEMO_ROBUST_MIX) == 1 and DEMO_ROBUST_MIX[0].keys() == alone[0].keys()
-    assert {k: DEMO_ROBUST_MIX[0][k] for k in ("eps", "step", "steps")} == pytest.approx(
-        {k: alone[0][k] for k in ("eps", "step", "steps")}
-    )
+    eps = 12 / 255
+    alone = attack_mix_around(eps, steps=5, spread=(1.0,), fgsm=False)
+    assert alone == ({"attack": "pgd", "eps": eps, "step": eps / 4, "steps": 5},)
+    assert training_attacks("finetune", eps, steps=5) == training_attacks("adaptive", eps, steps=5) == alone
+    assert training_attacks("paper", eps, steps=5) == attack_mix_around(eps, steps=5)
+    assert training_attacks("no-la", eps, steps=5, mix=DEFAULT_ATTACK_MIX) == tuple(DEFAULT_ATTACK_MIX)
 
 
 def test_ce_term_moves_g(toy, tmp_path):

@@ -67,10 +67,6 @@ DEMO_ATTACK_MIX = (
 )
 Q = 10.0
 EVAL_EPS = 12 / 255  # the SVHN budget of the paper, used for the house-number set
-# The adaptive variants train on PGD-AT's own attack (PGD-5 at the evaluation eps, step eps/4):
-# measured better than the mix above (E17 vs E17b in docs/experiments-gcln.md).
-# (= gcln_fast.gcln.crafting.attack_mix_around(EVAL_EPS, steps=5, spread=(1.0,), fgsm=False))
-DEMO_ROBUST_MIX = ({"attack": "pgd", "eps": 12 / 255, "step": 3 / 255, "steps": 5},)
 EPS_CURVE = tuple(e / 255 for e in (1, 2, 4, 8, 12, 16))
 
 
@@ -138,7 +134,7 @@ def training_seconds(history: dict) -> float:
 def train_variants(out: Path, prof: dict, C, X, Y, seed: int, progress: bool) -> dict:
     """``{variant: train_gcln result}`` (each resumes from its checkpoint)."""
     from ..gcln import train_gcln
-    from ..gcln.presets import ADAPTIVE_VARIANTS, variant
+    from ..gcln.presets import training_attacks, variant
 
     n, results = prof["gcln_train"], {}
     for name in prof["variants"]:
@@ -147,7 +143,7 @@ def train_variants(out: Path, prof: dict, C, X, Y, seed: int, progress: bool) ->
             C, (X[:n], Y[:n]), out_dir=out / "gcln" / name, epochs=prof["gcln_epochs"], q=Q,
             generator_kwargs={"width": prof["g_width"], "blocks": prof["g_blocks"]},
             detector_kwargs={"width": 16}, batch_size=prof["batch_size"], guard_size=prof["guard_size"], device="cpu",
-            attack_mix=DEMO_ROBUST_MIX if name in ADAPTIVE_VARIANTS else DEMO_ATTACK_MIX, seed=seed, resume=True,
+            attack_mix=training_attacks(name, EVAL_EPS, steps=5, mix=DEMO_ATTACK_MIX), seed=seed, resume=True,
             progress=progress, **variant(name),
         )  # fmt: skip
         print(f"   {name}: {training_seconds(results[name]['history']):.0f} s of training")

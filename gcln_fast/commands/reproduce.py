@@ -132,8 +132,7 @@ def train_classifiers(args, out: Path, budget: dict, train, Xt, Yt, progress: bo
 def train_variants(args, out: Path, budget: dict, C, X, Y, progress: bool) -> dict:
     """``{variant: train_gcln result}`` for the budget's variants (each resumes from its checkpoint)."""
     from ..gcln import train_gcln
-    from ..gcln.crafting import attack_mix_around
-    from ..gcln.presets import variant
+    from ..gcln.presets import training_attacks, variant
 
     n = budget["gcln_train"] or len(Y)
     results = {}
@@ -145,7 +144,7 @@ def train_variants(args, out: Path, budget: dict, C, X, Y, progress: bool) -> di
             epochs=budget["gcln_epochs"],
             q=Q,
             generator_kwargs={"width": budget["g_width"], "blocks": budget["g_blocks"]},
-            attack_mix=attack_mix_around(EPS, steps=budget["mix_steps"]),
+            attack_mix=training_attacks(name, EPS, steps=budget["mix_steps"]),
             guard_size=budget["guard_size"],
             vgg_weights=args.vgg_weights,
             device=args.device,

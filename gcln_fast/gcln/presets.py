@@ -23,9 +23,9 @@ from __future__ import annotations
 # lr_d 1e-3: D keeps the default rate while G's comes down (the rate of E13's runs).
 # clean_pass False for the fine-tuned pair: trained on G(x*) alone, as PGD-AT trains on x* alone,
 # it matched PGD-AT's clean accuracy and came within 5-6 points of its worst case at equal wall time,
-# with the clean pass 6 points more clean accuracy, less robustness at 12/255 and a 26% dearer step
+# with the clean pass 6 points more clean accuracy, less robustness at 12/255 and 26% longer training
 # (E17-E18 in docs/experiments-gcln.md). Both adaptive variants train best on PGD-AT's own attack at
-# the evaluation budget, not on a mix around it (E17 vs E17b): see ``ADAPTIVE_VARIANTS``.
+# the evaluation budget, not on a mix around it (E17 vs E17b): see ``training_attacks``.
 _ADAPTIVE = {"adaptive": 1.0, "adaptive_ramp": 0.0, "eps_ramp": 0.4, "mu": 1.0, "lr": 1.25e-4, "lr_d": 1e-3}
 VARIANTS = {
     "paper": {},
@@ -33,9 +33,7 @@ VARIANTS = {
     "finetune": {**_ADAPTIVE, "finetune_classifier": True, "guard_margin": 0.15, "clean_pass": False},
     "no-la": {"lam": 1.0},
 }
-# trained on attacks crafted through G: give them a single-budget PGD (attack_mix_around(eps,
-# spread=(1.0,), fgsm=False)), not the paper's mix
-ADAPTIVE_VARIANTS = ("adaptive", "finetune")
+ADAPTIVE_VARIANTS = ("adaptive", "finetune")  # trained on attacks crafted through G: see training_attacks
 LABELS = {
     "paper": "GCLN paper (oblivious-trained)",
     "adaptive": "GCLN adaptive-trained",
@@ -49,3 +47,15 @@ def variant(name: str, **overrides) -> dict:
     if name not in VARIANTS:
         raise ValueError(f"unknown GCLN variant {name!r}; valid: {', '.join(VARIANTS)}")
     return {**VARIANTS[name], **overrides}
+
+
+def training_attacks(name: str, eps: float, *, steps: int, mix=None) -> tuple[dict, ...]:
+    """The attacks variant ``name`` trains on, for an evaluation budget ``eps``: the adaptive
+    variants PGD adversarial training's own attack (PGD-``steps`` at ``eps``, step ``eps / 4``;
+    measured better than a mix around ``eps``, E17 vs E17b in docs/experiments-gcln.md), the others
+    ``mix`` (default: :func:`~.crafting.attack_mix_around` ``(eps, steps=steps)``)."""
+    from .crafting import attack_mix_around
+
+    if name in ADAPTIVE_VARIANTS:
+        return attack_mix_around(eps, steps=steps, spread=(1.0,), fgsm=False)
+    return tuple(mix) if mix is not None else attack_mix_around(eps, steps=steps)

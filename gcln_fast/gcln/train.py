@@ -355,7 +355,8 @@ class _Run:
     # ---------------------------------------------------------------- phase 2: G vs D
     def generator_terms(self, out, x, y, n):
         """The terms of L_G (tensors) and C's logits on ``out`` when they were computed with gradient."""
-        target, labels = (x, y) if out.shape[0] == n else (torch.cat([x, x]), torch.cat([y, y]))
+        clean_pass = self.s["clean_pass"]  # out is G([x*, x]), else G(x*)
+        target, labels = (torch.cat([x, x]), torch.cat([y, y])) if clean_pass else (x, y)
         with frozen(self.D), self.autocast():
             loss_p = self.perceptual(out, target).float()
             logits_d = self.D(out[:n]).float()  # the unwrapped D: no DDP reduction for G's step
@@ -365,7 +366,7 @@ class _Run:
             with self.autocast():
                 logits_c = self.Cw(out).float()
             terms["loss_ce"] = F.cross_entropy(logits_c, labels)
-            if out.shape[0] > n:  # the TRADES term needs the clean half
+            if clean_pass:  # the TRADES term needs the clean half
                 terms["loss_kl"] = F.kl_div(
                     F.log_softmax(logits_c[:n], 1), F.softmax(logits_c[n:], 1), reduction="batchmean"
                 )
