@@ -34,3 +34,21 @@ def test_demo_fast_profile_end_to_end(tmp_path, capsys):
         assert (out / "plots" / f).is_file(), f
     table = json.loads((out / "eval" / "results.json").read_text())
     assert (out / "eval" / "eps_curve.png").is_file() and set(table["eps_curve"]) == set(rows)
+
+
+def test_profile_variant_epochs_override_the_common_epochs(monkeypatch, tmp_path):
+    """``variant_epochs`` gives one variant its own length (``--full-robust``: the fine-tuned pair)."""
+    import gcln_fast.gcln as gcln
+    from gcln_fast.commands.demo import PROFILES, train_variants
+
+    seen = {}
+
+    def fake_train_gcln(C, data, *, out_dir, epochs, **kw):
+        seen[out_dir.name] = epochs
+        return {"history": {"epochs": []}}
+
+    monkeypatch.setattr(gcln, "train_gcln", fake_train_gcln)
+    prof = dict(PROFILES["full-robust"], variants=("paper", "finetune"))
+    train_variants(tmp_path, prof, None, [0] * 4, [0] * 4, seed=0, progress=False)
+    assert seen == {"paper": prof["gcln_epochs"], "finetune": prof["variant_epochs"]["finetune"]}
+    assert seen["finetune"] != seen["paper"]
