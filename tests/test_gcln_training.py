@@ -172,6 +172,29 @@ def test_clean_pass_off_trains_g_on_the_attacked_images_alone(toy, tmp_path, mon
         train_gcln(C, (x, y), out_dir=tmp_path / "x", epochs=1, beta=1.0, clean_pass=False, **SMALL)
 
 
+def test_lr_decay_takes_g_and_c_down_a_cosine_and_leaves_d(toy, tmp_path, monkeypatch):
+    from gcln_fast.gcln.train import _Run
+
+    x, y, C = toy
+    rates = []  # (G, C, D) learning rates at each G update
+    update = _Run.update_g
+
+    def spy(self, terms, w):
+        rates.append(tuple(o.param_groups[0]["lr"] for o in (self.opt_g, self.opt_c, self.opt_d)))
+        return update(self, terms, w)
+
+    monkeypatch.setattr(_Run, "update_g", spy)
+    kw = dict(epochs=2, finetune_classifier=True, mu=1.0, lr=1e-3, lr_c=2e-3, lr_d=5e-4, guard_size=0, **SMALL)
+    train_gcln(C, (x, y), out_dir=tmp_path / "const", **kw)
+    assert set(rates) == {(1e-3, 2e-3, 5e-4)}
+    rates.clear()
+    r = train_gcln(C, (x, y), out_dir=tmp_path / "decay", lr_decay=True, **kw)
+    g, c, d = zip(*rates, strict=True)
+    assert len(g) == r["steps"] >= 4 and g[0] == 1e-3 and c[0] == 2e-3
+    assert all(a > b for a, b in zip(g[:-1], g[1:], strict=True)) and g[-1] < 0.5e-3  # a cosine to 1% over the G steps
+    assert c == pytest.approx(tuple(2 * v for v in g)) and set(d) == {5e-4}
+
+
 def test_guard_stops_a_diverging_generator_visibly(toy, tmp_path, capfd):
     x, y, C = toy
     # lr 5 makes G's residual explode in a few steps: clean accuracy through G collapses
@@ -246,6 +269,8 @@ def test_gcln_train_variant_flag_applies_the_preset_and_flags_override_it(tmp_pa
     assert VARIANTS["finetune"]["clean_pass"] is False
     assert kwargs("--variant", "finetune", "--clean-pass")["clean_pass"] is True
     assert kwargs("--no-clean-pass")["clean_pass"] is False
+    assert kwargs("--variant", "finetune", "--no-lr-decay")["lr_decay"] is False
+    assert kwargs("--lr-decay")["lr_decay"] is True
 
 
 def test_detector_rate_follows_g_unless_set():

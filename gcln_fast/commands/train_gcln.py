@@ -106,6 +106,10 @@ def _add_training_knobs(p) -> None:
         "--clean-pass", action=argparse.BooleanOptionalAction, default=None,
         help="train G (and C) also on the clean images of each batch (default: the variant's)",
     )  # fmt: skip
+    p.add_argument(
+        "--lr-decay", action=argparse.BooleanOptionalAction, default=None,
+        help="cosine decay of G's and C's learning rates to 1%% over the G steps (default: the variant's)",
+    )  # fmt: skip
     p.add_argument("--no-spectral-norm", action="store_true", help="D without spectral normalisation")
     p.add_argument(
         "--perceptual", choices=("auto", "vgg19", "classifier", "pixel"), default="auto", help="L_P's feature network"
@@ -115,7 +119,7 @@ def _add_training_knobs(p) -> None:
 def _knob_kwargs(args) -> dict:
     from ..gcln.presets import variant
 
-    given = (*KNOBS, "guard_action", "adaptive", "lam", "clean_pass")
+    given = (*KNOBS, "guard_action", "adaptive", "lam", "clean_pass", "lr_decay")
     kw = variant(args.variant, **{k: getattr(args, k) for k in given if getattr(args, k) is not None})
     if args.finetune_classifier:
         kw["finetune_classifier"] = True

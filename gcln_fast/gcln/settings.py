@@ -39,6 +39,8 @@ class GCLNSettings:
         clean_pass: G (and C) also train on the clean images of each batch (step 2 of the module
             docstring); False trains on ``G(x*)`` alone, as PGD adversarial training trains on ``x*``
             alone (a cheaper step; ``beta`` needs the clean pass).
+        lr_decay: cosine decay of G's and C's rates to 1% over the G steps (D keeps its rate, so
+            that it can follow G to the end), as PGD adversarial training's schedule decays C's.
         clean_buffer_size, buffer_fraction: the paper's on-the-fly clean set and its share of D's
             clean batch (0 by default: measured, D's clean class then holds no G outputs and D learns).
         guard_size: held-out training images of the divergence guard (None: ``min(256, n // 8)``;
@@ -71,6 +73,7 @@ class GCLNSettings:
     adaptive_ramp: float = 0.0
     finetune_classifier: bool = False
     clean_pass: bool = True
+    lr_decay: bool = False
     lr_c: float = 1e-3
     clean_buffer_size: int = 1024
     buffer_fraction: float = 0.0
@@ -129,7 +132,7 @@ class GCLNSettings:
         """The training settings as stored in checkpoints and history (plain values)."""
         keep = (
             "epochs", "detector_epochs", "batch_size", "lr", "lr_d", "lam", "adv_warmup", "mu", "beta",
-            "pixel_weight", "grad_clip", "attack_mix", "eps_ramp", "adaptive", "adaptive_ramp", "finetune_classifier", "clean_pass", "lr_c",
+            "pixel_weight", "grad_clip", "attack_mix", "eps_ramp", "adaptive", "adaptive_ramp", "finetune_classifier", "clean_pass", "lr_decay", "lr_c",
             "clean_buffer_size", "buffer_fraction", "guard_size", "guard_margin", "guard_action", "guard_backoffs",
             "seed",
         )  # fmt: skip

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import as_tensors
+from ..training.classifier import warmup_cosine
 from ..utils.checkpoint import atomic_save, load_checkpoint
 from ..utils.guards import ensure_finite
 from ..utils.modules import frozen
@@ -68,7 +69,7 @@ from .settings import GCLNSettings
 
 CHECKPOINT_NAME = "gcln.pt"
 KIND = "gcln"
-EXTENDABLE = ("train.epochs", "train.detector_epochs")  # a resume may train longer (constant learning rates)
+EXTENDABLE = ("train.epochs", "train.detector_epochs")  # a resume may train longer (lr_decay: over the new length)
 __all__ = [
     "CleanBuffer",
     "DEFAULT_ATTACK_MIX",
@@ -377,6 +378,20 @@ class _Run:
         w_a = (1.0 - s["lam"]) * _ramp(self.g_steps, self.total_steps, s["adv_warmup"])
         return {"loss_p": s["lam"], "loss_a": w_a, "loss_ce": s["mu"], "loss_kl": s["beta"]}
 
+    def schedule_lr(self) -> None:
+        """``lr_decay``: G's and C's rates for this step, from the step count and the guard's
+        back-offs alone, so that a resumed or rolled-back run takes the same rates."""
+        if not self.s["lr_decay"]:
+            return
+        backoffs = self.guard.backoffs if self.guard is not None else 0
+        f = (
+            warmup_cosine(self.total_steps + 1, warmup_frac=0.0)(self.g_steps + 1)  # 1 at step 0, no warm-up
+            * self.s["guard"]["factor"] ** backoffs
+        )
+        for opt, lr in ((self.opt_g, self.s["lr"]), (self.opt_c, self.s["lr_c"])):
+            if opt is not None:
+                set_learning_rate(opt, lr * f)
+
     def update_g(self, terms: dict, w: dict) -> torch.Tensor:
         loss = sum(w[k] * v for k, v in terms.items() if w[k] or k == "loss_p")
         opts = [o for o in (self.opt_g, self.opt_c) if o is not None]
@@ -402,6 +417,7 @@ class _Run:
         real = x if extra is None else torch.cat([x, extra.to(self.device, memory_format=self.mf)])
         d = _detector_step(self.Dw, self.opt_d, real, out[:n].detach(), self.autocast)
         w = self.weights()
+        self.schedule_lr()
         terms, logits_d, logits_c = self.generator_terms(out, x, y, n)
         loss_g = self.update_g(terms, w)
         with torch.no_grad():
