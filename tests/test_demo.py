@@ -30,6 +30,9 @@ def test_demo_fast_profile_end_to_end(tmp_path, capsys):
     # every row's training cost is reported; the PGD-AT baseline got the fine-tuned variant's budget
     costs = summary["training_seconds"]
     assert costs["PGD-AT classifier"] == pytest.approx(costs["GCLN + fine-tuned C"])
+    # the fine-tuned C beside its G, for `gcln eval --row 'NAME=gcln.pt@classifier.pt'`; the paper's G has none
+    assert (out / "gcln" / "finetune" / "classifier.pt").is_file()
+    assert not (out / "gcln" / "paper" / "classifier.pt").exists()
     for f in ("gcln_training_paper.png", "gcln_training_finetune.png", "cleaning_grid.png"):
         assert (out / "plots" / f).is_file(), f
     table = json.loads((out / "eval" / "results.json").read_text())
@@ -45,7 +48,7 @@ def test_profile_variant_epochs_override_the_common_epochs(monkeypatch, tmp_path
 
     def fake_train_gcln(C, data, *, out_dir, epochs, **kw):
         seen[out_dir.name] = epochs
-        return {"history": {"epochs": []}}
+        return {"history": {"epochs": []}, "classifier": C}  # C not fine-tuned: nothing to save
 
     monkeypatch.setattr(gcln, "train_gcln", fake_train_gcln)
     prof = dict(PROFILES["full-robust"], variants=("paper", "finetune"))

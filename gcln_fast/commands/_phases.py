@@ -32,6 +32,21 @@ class Timer:
         return self.times["total"]
 
 
+def save_finetuned_classifier(result: dict, base, out_dir) -> Path | None:
+    """``OUT/classifier.pt``: the jointly fine-tuned C of a ``train_gcln`` result (None when C was
+    not fine-tuned), so that ``gcln eval --row 'NAME=OUT/gcln.pt@OUT/classifier.pt'`` can judge the pair."""
+    if result["classifier"] is base:
+        return None
+    from ..models import save_classifier
+
+    path = Path(out_dir) / "classifier.pt"
+    save_classifier(
+        result["classifier"], path, arch=base.arch, num_classes=base.num_classes,
+        fine_tuned_with=str(result["checkpoint"]),
+    )  # fmt: skip
+    return path
+
+
 def pct(v) -> str:
     return "—" if v is None else f"{100 * v:.1f}%"
 

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 from ._args import positive_int, prepare_run
-from ._phases import Timer, pct
+from ._phases import Timer, pct, save_finetuned_classifier
 
 # "full" (default): 582 s on this project's 2-core machine (README, "The demo's table").
 # "full-robust" trains every variant at the sizes of E18 (docs/experiments-gcln.md: G width 8,
@@ -149,6 +149,7 @@ def train_variants(out: Path, prof: dict, C, X, Y, seed: int, progress: bool) ->
             attack_mix=training_attacks(name, EVAL_EPS, steps=5, mix=DEMO_ATTACK_MIX), seed=seed, resume=True,
             progress=progress, **variant(name),
         )  # fmt: skip
+        save_finetuned_classifier(results[name], C, out / "gcln" / name)  # for `gcln eval --row`
         print(f"   {name}: {training_seconds(results[name]['history']):.0f} s of training")
     return results
 

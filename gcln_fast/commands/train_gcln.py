@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from ._args import (
     checkpoint_arg,
@@ -16,6 +15,7 @@ from ._args import (
     prepare_run,
     unit_interval,
 )
+from ._phases import save_finetuned_classifier
 
 
 def add_parser(subparsers, name: str = "train"):
@@ -174,13 +174,7 @@ def run(args: argparse.Namespace) -> int:
             f"acc C(G(x*)) {e['acc_recovered']:.3f} acc C(G(x)) {e['acc_clean_through_g']:.3f}"
         )
     print(f"checkpoint: {result['checkpoint']}")
-    if result["classifier"] is not classifier:  # the jointly fine-tuned C, as a classifier checkpoint of its own
-        from ..models import save_classifier
-
-        path = Path(args.out) / "classifier.pt"
-        save_classifier(
-            result["classifier"], path, arch=classifier.arch, num_classes=classifier.num_classes,
-            fine_tuned_with=str(result["checkpoint"]),
-        )  # fmt: skip
+    path = save_finetuned_classifier(result, classifier, args.out)
+    if path is not None:
         print(f"fine-tuned classifier: {path} (gcln eval --row 'NAME={result['checkpoint']}@{path}')")
     return 0
