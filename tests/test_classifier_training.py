@@ -50,15 +50,32 @@ def test_learns_and_writes_files(root, tmp_path):
     # SVHN-like data has a slow start (a plateau near chance for the first ~100 steps);
     # 2000 images x 3 epochs at batch 32 (~190 steps) leaves chance clearly behind.
     data = get_dataset("embedded", "train", root=root, size=2000), get_dataset("embedded", "test", root=root, size=400)
-    model, hist = _train(
-        data,
-        tmp_path / "clf.state.pt",
-        final_path=tmp_path / "clf.pt",
-        epochs=3,
-        batch_size=32,
-        lr=0.003,
-        optimizer="adamw",
+    layouts = set()  # (weight, input) channels-last at the first conv during training steps
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda m, inp: (
+            layouts.add(
+                tuple(
+                    t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+                    for t in (m.weight, inp[0])
+                )
+            )
+            if isinstance(m, torch.nn.Conv2d) and m.in_channels == 3 and m.training
+            else None
+        )
     )
+    try:
+        model, hist = _train(
+            data,
+            tmp_path / "clf.state.pt",
+            final_path=tmp_path / "clf.pt",
+            epochs=3,
+            batch_size=32,
+            lr=0.003,
+            optimizer="adamw",
+        )
+    finally:
+        hook.remove()
+    assert layouts == {(True, True)}  # trained channels-last (preferred_memory_format)
     assert [e["epoch"] for e in hist["epochs"]] == [1, 2, 3]
     assert hist["final_val_acc"] > 0.2  # chance is 0.1; 0.2 is > 6 sigma above it on 400 images
     assert hist["epochs"][-1]["train_loss"] < hist["epochs"][0]["train_loss"]
@@ -70,6 +87,7 @@ def test_learns_and_writes_files(root, tmp_path):
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(final(x), model.eval()(x))
+    assert all(p.is_contiguous() for p in model.parameters())  # trained channels-last, handed back in NCHW
     saved = json.loads((tmp_path / "clf.history.json").read_text())
     assert saved["final_val_acc"] == hist["final_val_acc"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

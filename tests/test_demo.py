@@ -39,19 +39,24 @@ def test_demo_fast_profile_end_to_end(tmp_path, capsys):
     assert (out / "eval" / "eps_curve.png").is_file() and set(table["eps_curve"]) == set(rows)
 
 
-def test_profile_variant_epochs_override_the_common_epochs(monkeypatch, tmp_path):
-    """``variant_epochs`` gives one variant its own length (``--full-robust``: the fine-tuned pair)."""
+def test_profile_variant_settings_override_the_common_ones(monkeypatch, tmp_path):
+    """``variant_settings`` gives one variant its own settings (``--full-robust``: the fine-tuned pair)."""
     import gcln_fast.gcln as gcln
     from gcln_fast.commands.demo import PROFILES, train_variants
 
     seen = {}
 
-    def fake_train_gcln(C, data, *, out_dir, epochs, **kw):
-        seen[out_dir.name] = epochs
+    def fake_train_gcln(C, data, *, out_dir, epochs, batch_size, **kw):
+        seen[out_dir.name] = {"epochs": epochs, "batch_size": batch_size}
         return {"history": {"epochs": []}, "classifier": C}  # C not fine-tuned: nothing to save
 
     monkeypatch.setattr(gcln, "train_gcln", fake_train_gcln)
     prof = dict(PROFILES["full-robust"], variants=("paper", "finetune"))
     train_variants(tmp_path, prof, None, [0] * 4, [0] * 4, seed=0, progress=False)
-    assert seen == {"paper": prof["gcln_epochs"], "finetune": prof["variant_epochs"]["finetune"]}
+    assert seen["paper"] == {"epochs": prof["gcln_epochs"], "batch_size": prof["batch_size"]}
+    assert seen["finetune"] == {
+        "epochs": prof["gcln_epochs"],
+        "batch_size": prof["batch_size"],
+        **prof["variant_settings"]["finetune"],
+    }
     assert seen["finetune"] != seen["paper"]

@@ -285,6 +285,20 @@ def test_no_substitute_skips_transfer(models):
     assert "Not run (no substitute model given)" in format_markdown(t)
 
 
+def test_models_run_channels_last_and_come_back_in_their_layout(models):
+    model, _, x, y = models  # channels-last: the layout preferred_memory_format picks (bench/bench_memory_format.py)
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    seen = []
+    hook = conv.register_forward_pre_hook(lambda m, inp: seen.append(m.weight.is_contiguous()))
+    try:
+        evaluate({"No defence": nn.Identity()}, model, None, x[:8], y[:8], settings=SETTINGS, oblivious=("fgs",),
+                 adaptive=("fgs",), sanity=False, progress=False)  # fmt: skip
+    finally:
+        hook.remove()
+    assert seen and not any(seen)  # every forward saw channels-last weights
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
 def test_deterministic_for_a_fixed_seed(models):
     model, substitute, x, y = models
     small = SETTINGS.replace(steps=3, iter_sweep=(2, 4), eps_sweep=(8 / 255, 32 / 255))

@@ -129,6 +129,24 @@ def test_ce_term_moves_g(toy, tmp_path):
     assert not torch.equal(_params(plain["generator"]), _params(with_ce["generator"]))
 
 
+def test_training_runs_channels_last_and_hands_back_c_in_its_own_layout(toy, tmp_path):
+    x, y, C = toy  # channels-last: the layout preferred_memory_format picks (bench/bench_memory_format.py)
+    first = next(m for m in C.modules() if isinstance(m, nn.Conv2d))
+    seen = []
+    hook = first.register_forward_pre_hook(
+        lambda mod, inp: seen.append(
+            (mod.weight.is_contiguous(), inp[0].is_contiguous(memory_format=torch.channels_last))
+        )
+    )
+    try:
+        r = train_gcln(C, (x, y), out_dir=tmp_path, epochs=1, mu=1.0, adaptive=1.0, finetune_classifier=True, **SMALL)
+    finally:
+        hook.remove()
+    assert seen and all(not w and cl for w, cl in seen)  # C's weights and its inputs channels-last while training
+    assert first.weight.is_contiguous()  # the caller's C is handed back in NCHW
+    assert r["generator"].head[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_finetune_classifier_trains_a_copy_and_checkpoints_it(toy, tmp_path):
     x, y, C = toy
     before = _params(C).clone()

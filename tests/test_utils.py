@@ -15,7 +15,7 @@ from gcln_fast.utils.guards import ensure_finite
 from gcln_fast.utils.io import atomic_write_json, atomic_write_text, remove_stale_temps
 from gcln_fast.utils.lock import lock_output, lock_path_for
 from gcln_fast.utils.metrics import accuracy, batched_correct
-from gcln_fast.utils.modules import frozen
+from gcln_fast.utils.modules import frozen, in_memory_format
 from gcln_fast.utils.resume import HISTORY_KEY, reconcile_resume
 
 
@@ -65,6 +65,18 @@ def test_frozen_restores_flags_also_when_the_body_raises():
         assert not any(p.requires_grad for p in m.parameters())
         raise RuntimeError("boom")
     assert m.weight.requires_grad and not m.bias.requires_grad
+
+
+@pytest.mark.parametrize("start", [torch.contiguous_format, torch.channels_last])
+def test_in_memory_format_converts_for_the_body_and_restores_the_callers_layout(start):
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 3)).to(memory_format=start)
+    with in_memory_format(m, torch.channels_last):
+        assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in m)
+        assert not any(c.weight.is_contiguous() for c in m)
+    assert all(c.weight.is_contiguous(memory_format=start) for c in m)
+    with pytest.raises(RuntimeError), in_memory_format(m, torch.contiguous_format):
+        raise RuntimeError("boom")
+    assert all(c.weight.is_contiguous(memory_format=start) for c in m)
 
 
 def test_batched_accuracy_matches_one_pass():

@@ -33,7 +33,7 @@ from ._phases import Timer, pct, save_finetuned_classifier
 # 3 epochs on 15,616 images, 720 G steps), the fine-tuned pair for 9 epochs (E20: 3x E18's steps
 # took its worst case at 12/255 from 23% to 33% and clean from 92% to 97%), and evaluates with the
 # standard suite; its time is in the README ("--full-robust"). "fast" is a smoke run whose numbers
-# mean nothing. ``variant_epochs`` overrides ``gcln_epochs`` per variant.
+# mean nothing. ``variant_settings`` gives one variant its own ``train_gcln`` settings (epochs, batch size).
 _COMMON = dict(
     clf_epochs=4,
     sub_epochs=2,
@@ -52,7 +52,7 @@ PROFILES = {
     ),
     "full-robust": dict(
         _COMMON, clf_epochs=5, sub_epochs=3, train_size=20000, test_size=1000, eval_n=200, gcln_train=15616,
-        gcln_epochs=3, variant_epochs={"finetune": 9}, g_width=8, variants=("paper", "finetune", "adaptive", "no-la"), suite="standard",
+        gcln_epochs=3, variant_settings={"finetune": {"epochs": 9}}, g_width=8, variants=("paper", "finetune", "adaptive", "no-la"), suite="standard",
         sanity_subset=32,
     ),
     "fast": dict(
@@ -141,13 +141,14 @@ def train_variants(out: Path, prof: dict, C, X, Y, seed: int, progress: bool) ->
     n, results = prof["gcln_train"], {}
     for name in prof["variants"]:
         print(f"-- GCLN variant {name}", flush=True)
-        epochs = prof.get("variant_epochs", {}).get(name, prof["gcln_epochs"])
+        kw = dict(epochs=prof["gcln_epochs"], batch_size=prof["batch_size"], **variant(name))
+        kw.update(prof.get("variant_settings", {}).get(name, {}))
         results[name] = train_gcln(
-            C, (X[:n], Y[:n]), out_dir=out / "gcln" / name, epochs=epochs, q=Q,
+            C, (X[:n], Y[:n]), out_dir=out / "gcln" / name, q=Q,
             generator_kwargs={"width": prof["g_width"], "blocks": prof["g_blocks"]},
-            detector_kwargs={"width": 16}, batch_size=prof["batch_size"], guard_size=prof["guard_size"], device="cpu",
+            detector_kwargs={"width": 16}, guard_size=prof["guard_size"], device="cpu",
             attack_mix=training_attacks(name, EVAL_EPS, steps=5, mix=DEMO_ATTACK_MIX), seed=seed, resume=True,
-            progress=progress, **variant(name),
+            progress=progress, **kw,
         )  # fmt: skip
         save_finetuned_classifier(results[name], C, out / "gcln" / name)  # for `gcln eval --row`
         print(f"   {name}: {training_seconds(results[name]['history']):.0f} s of training")

@@ -3,14 +3,17 @@ case, the eps curve and the gradient-masking / broken-defence sanity checks."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import platform
 import time
 
 import torch
+from torch import nn
 
 from ..attacks import AttackSettings, canonical_attack, get_settings, is_min_norm
+from ..utils.modules import in_memory_format, preferred_memory_format
 from .rows import resolve_rows
 from .runner import (
     LABELS,
@@ -183,12 +186,17 @@ def evaluate(
         progress,
     )
     tol = Tolerances(tolerance, zero_threshold, square_gap, clean_drop, chance_margin)
-    for m in [*(r.defence for r in rows), *(r.classifier for r in rows), substitute]:
-        if m is not None:
-            m.eval()
+    models = {id(m): m for m in [*(r.defence for r in rows), *(r.classifier for r in rows), substitute]}
     started = time.perf_counter()
-    shared = craft_shared(ctx, rows, substitute, plan)
-    out = _all_rows(ctx, rows, shared, plan, sanity=sanity, sanity_subset=sanity_subset, curve=curve, tol=tol)
+    with contextlib.ExitStack() as layouts:  # the callers' models come back in their own layout
+        for m in models.values():
+            if m is None:
+                continue
+            m.eval()
+            if isinstance(m, nn.Module):  # channels-last: bench/bench_memory_format.py
+                layouts.enter_context(in_memory_format(m, preferred_memory_format(ctx.device)))
+        shared = craft_shared(ctx, rows, substitute, plan)
+        out = _all_rows(ctx, rows, shared, plan, sanity=sanity, sanity_subset=sanity_subset, curve=curve, tol=tol)
     info = dict(sanity=sanity, sanity_subset=sanity_subset, tol=tol, shared_seconds=shared.seconds)
     return _assemble(ctx, plan, out, info | {"total": time.perf_counter() - started}, meta)
 

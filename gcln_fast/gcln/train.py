@@ -56,7 +56,7 @@ from ..data import as_tensors
 from ..training.classifier import warmup_cosine
 from ..utils.checkpoint import atomic_save, load_checkpoint
 from ..utils.guards import ensure_finite
-from ..utils.modules import frozen
+from ..utils.modules import frozen, in_memory_format, preferred_memory_format
 from ..utils.resume import reconcile_resume, set_learning_rate
 from .buffer import CleanBuffer, update_clean_buffer
 from .crafting import DEFAULT_ATTACK_MIX, adaptive_fraction, craft_batch, craft_mix, resolve_attacks, scale_mix
@@ -193,7 +193,7 @@ class _Run:
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (cuda and s["amp"]) else contextlib.nullcontext
         )
-        self.mf = torch.channels_last if cuda else torch.contiguous_format
+        self.mf = s.get("memory_format") or preferred_memory_format(device)  # bench_memory_format sets it
         self.X, self.Y, Xm, Ym = held_out_split(X, Y, s["guard_size"], s["seed"])
         torch.manual_seed(s["seed"])  # same initial G and D on every rank and in every run with this seed
         self.G = Generator(**s["generator"]).to(device, memory_format=self.mf)
@@ -218,7 +218,7 @@ class _Run:
         self.guard = None
         if Xm is not None:
             g = s["guard"]
-            self.guard = DivergenceGuard(Xm.to(device), Ym.to(device), self.C, **g)
+            self.guard = DivergenceGuard(Xm.to(device, memory_format=self.mf), Ym.to(device), self.C, **g)
         self.fns = resolve_attacks(s["attack_mix"], s["attack_fns"])
         from torch.utils.data.distributed import DistributedSampler
 
@@ -588,7 +588,7 @@ def train_gcln(
     s = _run_settings(st, int(X.shape[0]), world)
     if rank == 0:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-    with frozen(classifier):
+    with frozen(classifier), in_memory_format(classifier, preferred_memory_format(device)):
         try:
             return _Run(classifier, X, Y, out_dir, s, device, rank, world).run()
         finally:

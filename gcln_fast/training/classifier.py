@@ -41,6 +41,7 @@ from gcln_fast.models.classifiers import save_classifier
 from gcln_fast.utils.checkpoint import atomic_save, load_checkpoint
 from gcln_fast.utils.guards import ensure_finite
 from gcln_fast.utils.io import atomic_write_json
+from gcln_fast.utils.modules import in_memory_format, preferred_memory_format
 from gcln_fast.utils.resume import HISTORY_KEY, reconcile_resume
 
 from .adversarial import AdversarialTraining, adversarial_batch, robust_accuracy
@@ -274,6 +275,7 @@ def _run_epoch(model, opt, data: _Data, sched: _Schedule, run: _Progress, ctx: d
         xb, yb = _to_float(data.X[idx], device), data.Y[idx].to(device)
         if data.pad or data.hflip:
             xb = augment_batch(xb, pad=data.pad, hflip=data.hflip, gen=gen)
+        xb = xb.contiguous(memory_format=ctx["mf"])
         pos = sched.position(run.step, run.seconds + time.time() - t0)
         lr = sched.lr_at(pos)
         loss, logits = _train_step(
@@ -390,17 +392,19 @@ def train_classifier(
     if resume and checkpoint_path.is_file():
         run, config = _restore(checkpoint_path, model, opt, config, device, force)
     sched = _Schedule(lr, epochs * data.steps_per_epoch, time_budget, adversarial)
-    ctx = {"seed": seed, "device": device, "epochs": epochs, "progress": progress, "path": checkpoint_path}
-    while run.epoch < epochs and not sched.done(run.step, run.seconds):
-        rec = _run_epoch(model, opt, data, sched, run, ctx)
-        run.epoch += 1
-        run.seconds += rec["seconds"]
-        run.history["epochs"].append(rec)
-        if progress:
-            _log_epoch(rec, epochs)
-        _save_state(checkpoint_path, model, opt, run, config, dict(meta or {}), device)
-        if on_epoch_end is not None:
-            on_epoch_end(run.epoch, run.history)
+    mf = preferred_memory_format(device)
+    ctx = {"seed": seed, "device": device, "epochs": epochs, "progress": progress, "path": checkpoint_path, "mf": mf}
+    with in_memory_format(model, mf):
+        while run.epoch < epochs and not sched.done(run.step, run.seconds):
+            rec = _run_epoch(model, opt, data, sched, run, ctx)
+            run.epoch += 1
+            run.seconds += rec["seconds"]
+            run.history["epochs"].append(rec)
+            if progress:
+                _log_epoch(rec, epochs)
+            _save_state(checkpoint_path, model, opt, run, config, dict(meta or {}), device)
+            if on_epoch_end is not None:
+                on_epoch_end(run.epoch, run.history)
     return _finish(model, run, config, meta, checkpoint_path, final_path)
 
 
