@@ -238,6 +238,24 @@ def test_guard_backs_off_the_learning_rates(toy, tmp_path):
     assert r["steps"] == 2 or (r["stopped_by_guard"] and "stopped" in actions[-1])
 
 
+def test_back_offs_outlive_a_resume_without_the_guard(toy, tmp_path):
+    """The rates follow the back-offs of the checkpoint also in a session without a guard, and the
+    next checkpoint keeps counting them (one rule: ``_Run.set_rates``)."""
+    from gcln_fast.utils.checkpoint import atomic_save
+
+    x, y, C = toy
+    train_gcln(C, (x, y), out_dir=tmp_path, epochs=1, lr=1e-3, guard_size=32, **SMALL)
+    ck = torch.load(tmp_path / "gcln.pt", weights_only=True)
+    ck["guard_backoffs"] = 2  # as if the guard had halved the rates twice
+    atomic_save(ck, tmp_path / "gcln.pt")
+    r = train_gcln(C, (x, y), out_dir=tmp_path, epochs=2, lr=1e-3, guard_size=0, resume=True, force=True, **SMALL)
+    assert r["steps"] > ck["steps"]
+    ck2 = torch.load(tmp_path / "gcln.pt", weights_only=True)
+    assert ck2["guard_backoffs"] == 2
+    assert ck2["opt_g"]["param_groups"][0]["lr"] == pytest.approx(0.25e-3)
+    assert ck2["opt_d"]["param_groups"][0]["lr"] == pytest.approx(0.25e-3)  # D at G's rate (lr_d unset)
+
+
 def test_default_attack_mix_runs_the_real_attacks(tmp_path):
     x, y = toy_data(64, contrast=0.05)
     C = trained_classifier(x, y)

@@ -33,7 +33,6 @@ class DivergenceGuard:
         self.X, self.Y = X, Y
         self.margin, self.action, self.max_backoffs, self.factor = float(margin), action, int(max_backoffs), factor
         self.baseline = accuracy(reference, X, Y)  # C alone (the original C, before any fine-tuning)
-        self.backoffs = 0
         self.good: dict | None = None
 
     def measure(self, G: nn.Module, C: nn.Module) -> float:
@@ -68,14 +67,6 @@ class DivergenceGuard:
             file=sys.stderr,
             flush=True,
         )
-
-
-def scale_lr(optimizers, factor: float) -> None:
-    for opt in optimizers:
-        if opt is None:
-            continue
-        for group in opt.param_groups:
-            group["lr"] *= factor
 
 
 def held_out_split(X: torch.Tensor, Y: torch.Tensor, n: int, seed: int):

@@ -62,7 +62,7 @@ from .buffer import CleanBuffer, update_clean_buffer
 from .crafting import DEFAULT_ATTACK_MIX, adaptive_fraction, craft_batch, craft_mix, resolve_attacks, scale_mix
 from .detector import ATTACKED, CLEAN, Detector
 from .generator import Generator
-from .guard import DivergenceGuard, held_out_split, scale_lr
+from .guard import DivergenceGuard, held_out_split
 from .logs import mean_of, plain, write_logs
 from .losses import PerceptualLoss, adversarial_loss
 from .settings import GCLNSettings
@@ -214,6 +214,7 @@ class _Run:
         self.buffer = CleanBuffer(s["clean_buffer_size"])
         self.history = {"epochs": [], "steps": [], "guard": []}
         self.phase1_done = self.epoch_done = self.g_steps = 0
+        self.backoffs = 0  # the guard's learning-rate back-offs so far (also when this session has no guard)
         self.stopped = False
         self.guard = None
         if Xm is not None:
@@ -248,7 +249,7 @@ class _Run:
             "history": self.history,
             "clean_buffer": self.buffer.state_dict(),
             "rng": _rng_state(self.gen, self.device),
-            "guard_backoffs": self.guard.backoffs if self.guard else 0,
+            "guard_backoffs": self.backoffs,
             "stopped_by_guard": self.stopped,
         }
         if self.opt_c is not None:
@@ -268,6 +269,7 @@ class _Run:
         self.history.setdefault("guard", [])
         self.phase1_done, self.epoch_done = int(st["detector_epochs_done"]), int(st["epoch"])
         self.g_steps = int(st["steps"])
+        self.backoffs = int(st.get("guard_backoffs", 0))
         self.buffer.load_state_dict(st["clean_buffer"])
         _set_rng_state(st["rng"], self.gen, self.device)
 
@@ -285,13 +287,7 @@ class _Run:
         self.stopped = bool(ck.get("stopped_by_guard", False))  # a stopped run stays stopped: no silent restart
         if self.stopped and self.rank == 0:
             print(f"GUARD: {self.ckpt_path} was stopped by the divergence guard; not training further", flush=True)
-        backoffs = int(ck.get("guard_backoffs", 0))
-        if self.guard is not None:
-            self.guard.backoffs = backoffs
-        scale = self.s["guard"]["factor"] ** backoffs  # a forced resume may change the rates; back-offs still apply
-        for opt, lr in ((self.opt_g, self.s["lr"]), (self.opt_d, self.s["lr_d"]), (self.opt_c, self.s["lr_c"])):
-            if opt is not None:
-                set_learning_rate(opt, lr * scale)
+        self.set_rates()  # a forced resume may change the base rates; back-offs (and the decay) still apply
         if self.world > 1:  # per-rank streams stay distinct after a resume
             torch.manual_seed(self.s["seed"] + self.rank + 7919 * (self.phase1_done + self.epoch_done))
 
@@ -378,19 +374,16 @@ class _Run:
         w_a = (1.0 - s["lam"]) * _ramp(self.g_steps, self.total_steps, s["adv_warmup"])
         return {"loss_p": s["lam"], "loss_a": w_a, "loss_ce": s["mu"], "loss_kl": s["beta"]}
 
-    def schedule_lr(self) -> None:
-        """``lr_decay``: G's and C's rates for this step, from the step count and the guard's
-        back-offs alone, so that a resumed or rolled-back run takes the same rates."""
-        if not self.s["lr_decay"]:
-            return
-        backoffs = self.guard.backoffs if self.guard is not None else 0
-        f = (
-            warmup_cosine(self.total_steps + 1, warmup_frac=0.0)(self.g_steps + 1)  # 1 at step 0, no warm-up
-            * self.s["guard"]["factor"] ** backoffs
-        )
-        for opt, lr in ((self.opt_g, self.s["lr"]), (self.opt_c, self.s["lr_c"])):
+    def set_rates(self) -> None:
+        """G's, D's and C's learning rates, from the settings, the guard's back-offs and (``lr_decay``:
+        G's and C's, along a cosine) the step count alone: one rule, so that a resumed, rolled-back
+        or decayed run takes the same rates as an uninterrupted one."""
+        s = self.s
+        backoff = s["guard"]["factor"] ** self.backoffs
+        decay = warmup_cosine(self.total_steps + 1, warmup_frac=0.0)(self.g_steps + 1) if s["lr_decay"] else 1.0
+        for opt, lr, f in ((self.opt_g, s["lr"], decay), (self.opt_d, s["lr_d"], 1.0), (self.opt_c, s["lr_c"], decay)):
             if opt is not None:
-                set_learning_rate(opt, lr * f)
+                set_learning_rate(opt, lr * backoff * f)
 
     def update_g(self, terms: dict, w: dict) -> torch.Tensor:
         loss = sum(w[k] * v for k, v in terms.items() if w[k] or k == "loss_p")
@@ -417,7 +410,7 @@ class _Run:
         real = x if extra is None else torch.cat([x, extra.to(self.device, memory_format=self.mf)])
         d = _detector_step(self.Dw, self.opt_d, real, out[:n].detach(), self.autocast)
         w = self.weights()
-        self.schedule_lr()
+        self.set_rates()
         terms, logits_d, logits_c = self.generator_terms(out, x, y, n)
         loss_g = self.update_g(terms, w)
         with torch.no_grad():
@@ -482,12 +475,12 @@ class _Run:
                 g.report(event, "continuing (guard_action='warn')") if self.rank == 0 else None
                 self.history["guard"].append({**event, "action": "warn"})
             return True
-        backoff = g.action == "backoff" and g.backoffs < g.max_backoffs
+        backoff = g.action == "backoff" and self.backoffs < g.max_backoffs
         self.load(g.good)  # back to the last epoch that passed (its history, counters and RNG too)
         if backoff:
-            g.backoffs += 1
-            scale_lr((self.opt_g, self.opt_d, self.opt_c), g.factor)
-            what = f"epoch rolled back, learning rates x{g.factor} (back-off {g.backoffs}/{g.max_backoffs})"
+            self.backoffs += 1
+            self.set_rates()
+            what = f"epoch rolled back, learning rates x{g.factor} (back-off {self.backoffs}/{g.max_backoffs})"
         else:
             self.stopped = True
             what = "training stopped; the last epoch that passed is kept"
