@@ -17,15 +17,12 @@ Prints a Markdown table and writes JSON (``--json``, default ``results/bench_gen
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _timing import interleaved_times, write_result
 
 from gcln_fast.gcln import Generator
 from gcln_fast.ops import resolve_backend
@@ -48,11 +45,6 @@ def make_step(backend, args, device, state):
         return loss
 
     return step
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> int:
@@ -79,19 +71,16 @@ def main(argv=None) -> int:
     state = {k: (torch.randn_like(v) * 0.01 if k.startswith("tail.") else v) for k, v in state.items()}
     x = torch.rand(args.batch, 3, args.size, args.size, device=device)
     target = torch.rand_like(x)
-    steps = {"fused": make_step("auto", args, device, state), "reference": make_step("reference", args, device, state)}
-    for fn in steps.values():
-        for _ in range(args.warmup):
-            fn(x, target)
-    sync(device)
-    times = {k: [] for k in steps}
-    for _ in range(args.repeats):  # interleaved so both see the same machine load
-        for name, fn in steps.items():
-            sync(device)
-            t0 = time.perf_counter()
-            fn(x, target)
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
+    steps = {
+        name: make_step(backend, args, device, state)
+        for name, backend in (("fused", "auto"), ("reference", "reference"))
+    }
+    times = interleaved_times(
+        {k: (lambda fn=fn: fn(x, target)) for k, fn in steps.items()},
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=device,
+    )
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["reference"] / med["fused"]
     result = {
@@ -105,9 +94,6 @@ def main(argv=None) -> int:
         "median_ms": {k: 1000 * v for k, v in med.items()},
         "min_ms": {k: 1000 * min(v) for k, v in times.items()},
         "speedup_fused_over_reference": ratio,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
     }
     shape = "x".join(map(str, result["shape"]))
     print("| step | device | shape | fused backend | fused ms (median) | reference ms (median) | reference / fused |")
@@ -120,11 +106,7 @@ def main(argv=None) -> int:
         print(
             "\nnote: no compiled kernel is available here, so 'auto' resolved to the reference: the ratio is ~1 by construction."
         )
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1))
-        print(f"\nJSON: {path}")
+    write_result(result, args.json)
     return 0
 
 

@@ -23,14 +23,11 @@ Prints a Markdown table and writes JSON (``--json``, default ``results/bench_mem
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
-import time
-from pathlib import Path
 
 import torch
+from _timing import interleaved_times, write_result
 
 from gcln_fast.gcln import train as gcln_train
 from gcln_fast.gcln.crafting import attack_mix_around
@@ -43,11 +40,6 @@ from gcln_fast.training.classifier import _make_optimizer, _train_step
 
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 EPS = 12 / 255
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def pgd_at_step(fmt, device, x, y, state):
@@ -113,17 +105,7 @@ def main(argv=None) -> int:
     for fname, fmt in FORMATS.items():
         steps[("pgd_at", fname)] = pgd_at_step(fmt, device, x[: args.batch], y[: args.batch], state)
         steps[("gcln_finetune", fname)] = gcln_step(fmt, device, x, y, state, args.batch)
-    for fn in steps.values():
-        for _ in range(args.warmup):
-            fn()
-    times = {k: [] for k in steps}
-    for _ in range(args.repeats):  # interleaved: every variant sees the same machine load
-        for key, fn in steps.items():
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[key].append(time.perf_counter() - t0)
+    times = interleaved_times(steps, repeats=args.repeats, warmup=args.warmup, device=device)
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = []
     print("| step | device | batch | NCHW ms (median) | channels-last ms (median) | NCHW / channels-last |")
@@ -138,15 +120,8 @@ def main(argv=None) -> int:
         "threads": torch.get_num_threads(),
         "repeats": args.repeats,
         "rows": rows,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
     }
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1))
-        print(f"\nJSON: {path}")
+    write_result(result, args.json)
     return 0
 
 
